@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages blkfleet builds and tests with, when any is
+# missing. Usage: deploy/setup.sh [build|kmod|all]   (default: all)
+set -euo pipefail
+
+what="${1:-all}"
+
+build_pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
+  libbenchmark-dev libzstd-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
+  libyaml-cpp-dev
+)
+kmod_pkgs=(
+  build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils
+  linux-image-amd64 linux-headers-amd64 linux-source-6.1
+  qemu-system-x86 busybox-static fio e2fsprogs
+)
+
+case "$what" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  kmod) pkgs=("${kmod_pkgs[@]}") ;;
+  all) pkgs=("${build_pkgs[@]}" "${kmod_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|kmod|all]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: missing packages (run as root to install): ${missing[*]}" >&2
+  exit 1
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
+echo "setup: done"

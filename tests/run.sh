@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The whole test suite, or one part of it. Installs what it needs, configures,
+# builds, runs, and ends with one line "tests: N passed, N failed".
+#
+#   tests/run.sh                 every part below except bench
+#   tests/run.sh unit            unit tests (C++, under ASan+UBSan)
+#   tests/run.sh conformance     backend conformance suite (sim backend)
+#   tests/run.sh integration     real processes over loopback gRPC
+#   tests/run.sh kmod            the blksnap module in QEMU (stock and patched kernels)
+#   tests/run.sh bench           the benchmarks (tests/bench/run.sh)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+parts=("$@")
+if ((${#parts[@]} == 0)); then
+  parts=(unit conformance integration kmod)
+fi
+
+preset="${BLKFLEET_TEST_PRESET:-asan}"
+total_pass=0
+total_fail=0
+failed_parts=()
+
+log() { printf '== %s\n' "$*"; }
+
+build_cpp() {
+  [[ -n "${built:-}" ]] && return 0
+  bash deploy/setup.sh build
+  log "configure + build (preset $preset)"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j "$(nproc)"
+  built=1
+}
+
+# Runs ctest on one label and adds its counts to the totals.
+run_ctest() {
+  local label="$1" out rc=0 pass fail
+  build_cpp
+  log "ctest -L $label"
+  out="$(mktemp)"
+  ctest --preset "$preset" -L "^${label}\$" --timeout 600 2>&1 | tee "$out" || rc=$?
+  if grep -q 'No tests were found' "$out"; then
+    echo "tests: no $label tests found" >&2
+    rm -f "$out"
+    total_fail=$((total_fail + 1))
+    failed_parts+=("$label (no tests)")
+    return 0
+  fi
+  fail="$(sed -nE 's/.* tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\1/p' "$out" | tail -1)"
+  all="$(sed -nE 's/.* tests passed, ([0-9]+) tests failed out of ([0-9]+).*/\2/p' "$out" | tail -1)"
+  rm -f "$out"
+  if [[ -z "$all" ]]; then
+    total_fail=$((total_fail + 1))
+    failed_parts+=("$label (ctest did not finish)")
+    return 0
+  fi
+  pass=$((all - fail))
+  total_pass=$((total_pass + pass))
+  total_fail=$((total_fail + fail))
+  if ((rc != 0 || fail != 0)); then failed_parts+=("$label"); fi
+}
+
+# Runs a script that ends with "N passed, N failed" and adds its counts.
+run_counted() {
+  local name="$1" out rc=0 line
+  shift
+  log "$name: $*"
+  out="$(mktemp)"
+  "$@" 2>&1 | tee "$out" || rc=$?
+  line="$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 || true)"
+  rm -f "$out"
+  if [[ -z "$line" ]]; then
+    total_fail=$((total_fail + 1))
+    failed_parts+=("$name (no result line, exit $rc)")
+    return 0
+  fi
+  local p f
+  p="$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')"
+  f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')"
+  total_pass=$((total_pass + p))
+  total_fail=$((total_fail + f))
+  if ((rc != 0 && f == 0)); then
+    total_fail=$((total_fail + 1))
+    failed_parts+=("$name (exit $rc)")
+  elif ((f != 0)); then
+    failed_parts+=("$name")
+  fi
+}
+
+for part in "${parts[@]}"; do
+  case "$part" in
+    unit | conformance | integration) run_ctest "$part" ;;
+    kmod)
+      bash deploy/setup.sh kmod
+      run_counted "kmod-stock" kmod/tests/run
+      ;;
+    bench)
+      BLKFLEET_TEST_PRESET=release
+      exec tests/bench/run.sh
+      ;;
+    *)
+      echo "unknown part: $part (unit|conformance|integration|kmod|bench)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if ((${#failed_parts[@]} > 0)); then
+  echo "failed parts: ${failed_parts[*]}"
+fi
+echo "tests: ${total_pass} passed, ${total_fail} failed"
+((total_fail == 0))
