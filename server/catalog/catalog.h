@@ -1,0 +1,80 @@
+#ifndef BLKFLEET_SERVER_CATALOG_CATALOG_H_
+#define BLKFLEET_SERVER_CATALOG_CATALOG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "blkfleet/server/v1/server.pb.h"
+#include "common/sha256.h"
+
+namespace blkfleet::catalog {
+
+namespace v1 = ::blkfleet::server::v1;
+
+// The most recent backup of one device of one host: the base of the next
+// incremental.
+struct DeviceBackupRef {
+  std::string backup_id;
+  int ordinal = 0;  // position of the device in the backup (its index file)
+  v1::BackupDevice device;
+};
+
+// One page of a list: `offset` items skipped, at most `limit` returned.
+struct PageRequest {
+  int64_t offset = 0;
+  int limit = 100;
+};
+
+// The server's database: hosts, backups and their devices, jobs. Backups
+// exist only once CommitBackup() returned OK; that one transaction is the
+// commit point of a backup. Implementations are thread-safe. Records use the
+// API messages so that the server answers straight from them.
+class Catalog {
+ public:
+  virtual ~Catalog() = default;
+
+  virtual int SchemaVersion() = 0;
+
+  // ALREADY_EXISTS when a host of that name exists.
+  virtual absl::Status CreateHost(const v1::Host& host) = 0;
+  // NOT_FOUND when missing.
+  virtual absl::StatusOr<v1::Host> GetHost(const std::string& name) = 0;
+  // By name.
+  virtual absl::StatusOr<std::vector<v1::Host>> ListHosts(const PageRequest& page) = 0;
+  virtual absl::Status DeleteHost(const std::string& name) = 0;
+
+  // Reserves a new backup id (decimal text). A reserved id that is never
+  // committed leaves a gap and nothing visible.
+  virtual absl::StatusOr<std::string> AllocateBackupId() = 0;
+  // Records `backup` (with every device) in one transaction: afterwards the
+  // backup is visible, before it nothing of it is.
+  virtual absl::Status CommitBackup(const v1::Backup& backup,
+                                    const Sha256Digest& manifest_sha256) = 0;
+  virtual absl::StatusOr<v1::Backup> GetBackup(const std::string& id) = 0;
+  // Newest first; `host` empty: every host.
+  virtual absl::StatusOr<std::vector<v1::Backup>> ListBackups(const std::string& host,
+                                                              const PageRequest& page) = 0;
+  // The newest backup of `device` of `host`, or nullopt.
+  virtual absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
+      const std::string& host, const std::string& device) = 0;
+
+  // Stores a new job and returns it with its id set.
+  virtual absl::StatusOr<v1::Job> CreateJob(const v1::Job& job) = 0;
+  // Replaces the stored state of job `job.id()`.
+  virtual absl::Status UpdateJob(const v1::Job& job) = 0;
+  virtual absl::StatusOr<v1::Job> GetJob(const std::string& id) = 0;
+  // Newest first; `host` empty: every host.
+  virtual absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& host,
+                                                        const PageRequest& page) = 0;
+  // Marks every PENDING or RUNNING job FAILED with `reason` (at start-up: a
+  // job of a previous process cannot be running). Returns how many.
+  virtual absl::StatusOr<int> FailUnfinishedJobs(const std::string& reason) = 0;
+};
+
+}  // namespace blkfleet::catalog
+
+#endif  // BLKFLEET_SERVER_CATALOG_CATALOG_H_

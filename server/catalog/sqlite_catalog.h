@@ -1,0 +1,69 @@
+#ifndef BLKFLEET_SERVER_CATALOG_SQLITE_CATALOG_H_
+#define BLKFLEET_SERVER_CATALOG_SQLITE_CATALOG_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "server/catalog/catalog.h"
+
+struct sqlite3;
+
+namespace blkfleet::catalog {
+
+// One step of the schema: applied in its own transaction together with the
+// update of `schema_version`, so a failing step leaves the previous version.
+struct Migration {
+  int version;
+  std::string sql;
+};
+
+// The schema migrations of the server, in order.
+const std::vector<Migration>& SchemaMigrations();
+
+// Catalog in one SQLite database file, WAL mode, synchronous=FULL (a
+// committed backup survives a power loss). One connection behind a mutex: the
+// catalog is small and its writes are short.
+class SqliteCatalog final : public Catalog {
+ public:
+  // Opens (creating when missing) the database at `path` and applies the
+  // migrations it lacks. FAILED_PRECONDITION when the file's schema is newer
+  // than the newest migration known.
+  static absl::StatusOr<std::unique_ptr<SqliteCatalog>> Open(
+      const std::string& path, const std::vector<Migration>& migrations = SchemaMigrations());
+  ~SqliteCatalog() override;
+
+  int SchemaVersion() override;
+  absl::Status CreateHost(const v1::Host& host) override;
+  absl::StatusOr<v1::Host> GetHost(const std::string& name) override;
+  absl::StatusOr<std::vector<v1::Host>> ListHosts(const PageRequest& page) override;
+  absl::Status DeleteHost(const std::string& name) override;
+  absl::StatusOr<std::string> AllocateBackupId() override;
+  absl::Status CommitBackup(const v1::Backup& backup, const Sha256Digest& manifest_sha256) override;
+  absl::StatusOr<v1::Backup> GetBackup(const std::string& id) override;
+  absl::StatusOr<std::vector<v1::Backup>> ListBackups(const std::string& host,
+                                                      const PageRequest& page) override;
+  absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
+      const std::string& host, const std::string& device) override;
+  absl::StatusOr<v1::Job> CreateJob(const v1::Job& job) override;
+  absl::Status UpdateJob(const v1::Job& job) override;
+  absl::StatusOr<v1::Job> GetJob(const std::string& id) override;
+  absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& host,
+                                                const PageRequest& page) override;
+  absl::StatusOr<int> FailUnfinishedJobs(const std::string& reason) override;
+
+ private:
+  explicit SqliteCatalog(sqlite3* db);
+  absl::Status Migrate(const std::vector<Migration>& migrations);
+  absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Backup> LoadBackup(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace blkfleet::catalog
+
+#endif  // BLKFLEET_SERVER_CATALOG_SQLITE_CATALOG_H_

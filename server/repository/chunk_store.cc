@@ -1,0 +1,189 @@
+#include "server/repository/chunk_store.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/durable_file.h"
+#include "common/unique_fd.h"
+#include "common/uuid.h"
+#include "server/repository/byte_order.h"
+
+namespace blkfleet::repo {
+namespace {
+
+constexpr char kMagic[8] = {'B', 'L', 'K', 'F', 'C', 'H', 'N', 'K'};
+constexpr uint16_t kFlagZstd = 1;
+constexpr uint16_t kKnownFlags = kFlagZstd;
+
+uint32_t Crc32(const void* data, size_t n) {
+  return static_cast<uint32_t>(
+      crc32_z(crc32_z(0, nullptr, 0), static_cast<const Bytef*>(data), n));
+}
+
+absl::Status WriteAll(int fd, const struct iovec* iov, int iovcnt, const std::string& path) {
+  struct iovec v[2];
+  for (int i = 0; i < iovcnt; ++i) v[i] = iov[i];
+  int at = 0;
+  while (at < iovcnt) {
+    ssize_t n = ::writev(fd, v + at, iovcnt - at);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("write ", path));
+    }
+    size_t left = static_cast<size_t>(n);
+    while (at < iovcnt && left >= v[at].iov_len) {
+      left -= v[at].iov_len;
+      ++at;
+    }
+    if (at < iovcnt) {
+      v[at].iov_base = static_cast<char*>(v[at].iov_base) + left;
+      v[at].iov_len -= left;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ChunkStore::ChunkStore(std::string dir) : dir_(std::move(dir)) {}
+
+absl::Status ChunkStore::Init() {
+  for (int i = 0; i < 256; ++i) {
+    absl::Status s = MakeDirectories(absl::StrFormat("%s/%02x", dir_, i));
+    if (!s.ok()) return s;
+  }
+  return FsyncDirectory(dir_);
+}
+
+std::string ChunkStore::DirOf(const Sha256Digest& d) const {
+  return absl::StrFormat("%s/%02x", dir_, d[0]);
+}
+
+std::string ChunkStore::PathOf(const Sha256Digest& d) const {
+  return absl::StrCat(DirOf(d), "/", DigestToHex(d));
+}
+
+bool ChunkStore::Contains(const Sha256Digest& digest) const {
+  struct stat st;
+  return ::stat(PathOf(digest).c_str(), &st) == 0;
+}
+
+absl::StatusOr<bool> ChunkStore::Put(const Sha256Digest& digest, uint32_t plain_length,
+                                     StoredEncoding encoding, std::string_view stored) {
+  const std::string path = PathOf(digest);
+  if (Contains(digest)) return false;
+  uint8_t header[kHeaderSize] = {};
+  std::memcpy(header, kMagic, sizeof(kMagic));
+  PutLe<uint16_t>(header + 8, kVersion);
+  PutLe<uint16_t>(header + 10, encoding == StoredEncoding::kZstd ? kFlagZstd : 0);
+  PutLe<uint32_t>(header + 12, plain_length);
+  PutLe<uint32_t>(header + 16, static_cast<uint32_t>(stored.size()));
+  PutLe<uint32_t>(header + 20, Crc32(stored.data(), stored.size()));
+  PutLe<uint32_t>(header + 24, 0);
+  PutLe<uint32_t>(header + 28, Crc32(header, 28));
+
+  const std::string dir = DirOf(digest);
+  const std::string tmp = absl::StrCat(dir, "/.tmp-", Uuid::Random().ToString());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("create ", tmp));
+  struct iovec iov[2] = {{header, kHeaderSize},
+                         {const_cast<char*>(stored.data()), stored.size()}};
+  absl::Status s = WriteAll(fd.get(), iov, 2, tmp);
+  if (s.ok() && ::fdatasync(fd.get()) != 0) s = ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
+  if (s.ok() && ::close(fd.Release()) != 0) s = ErrnoStatus(errno, absl::StrCat("close ", tmp));
+  bool written = false;
+  if (s.ok()) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
+      written = true;
+    } else if (errno != EEXIST) {
+      s = ErrnoStatus(errno, absl::StrCat("rename to ", path));
+    }
+  }
+  if (!written) ::unlink(tmp.c_str());
+  if (!s.ok()) return s;
+  if (written) {
+    absl::MutexLock l(&mu_);
+    dirty_dirs_.insert(dir);
+  }
+  return written;
+}
+
+absl::Status ChunkStore::Get(const Sha256Digest& digest, ZstdCodec* codec,
+                             std::string* plain) const {
+  const std::string path = PathOf(digest);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("chunk ", DigestToHex(digest), " is missing (", path, ")"));
+    return ErrnoStatus(errno, absl::StrCat("open chunk ", path));
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, absl::StrCat("stat ", path));
+  auto corrupt = [&](const std::string& why) {
+    return absl::DataLossError(absl::StrCat("chunk ", DigestToHex(digest), " is corrupt (", path,
+                                            "): ", why));
+  };
+  if (static_cast<size_t>(st.st_size) < kHeaderSize) return corrupt("shorter than its header");
+  std::string buf(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("read chunk ", path));
+    }
+    if (n == 0) return corrupt("file shrank while reading");
+    done += static_cast<size_t>(n);
+  }
+  const uint8_t* h = reinterpret_cast<const uint8_t*>(buf.data());
+  if (std::memcmp(h, kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
+  if (GetLe<uint32_t>(h + 28) != Crc32(h, 28)) return corrupt("header checksum mismatch");
+  if (GetLe<uint16_t>(h + 8) != kVersion) {
+    return corrupt(absl::StrCat("unknown version ", GetLe<uint16_t>(h + 8)));
+  }
+  const uint16_t flags = GetLe<uint16_t>(h + 10);
+  if ((flags & ~kKnownFlags) != 0) return corrupt(absl::StrCat("unknown flags ", flags));
+  const uint32_t plain_length = GetLe<uint32_t>(h + 12);
+  const uint32_t stored_length = GetLe<uint32_t>(h + 16);
+  if (buf.size() - kHeaderSize != stored_length) return corrupt("stored length mismatch");
+  std::string_view stored(buf.data() + kHeaderSize, stored_length);
+  if (GetLe<uint32_t>(h + 20) != Crc32(stored.data(), stored.size())) {
+    return corrupt("stored bytes checksum mismatch");
+  }
+  if ((flags & kFlagZstd) != 0) {
+    absl::Status s = codec->Decompress(stored, plain_length, plain);
+    if (!s.ok()) return corrupt(std::string(s.message()));
+  } else {
+    if (stored_length != plain_length) return corrupt("raw chunk length mismatch");
+    buf.erase(0, kHeaderSize);
+    *plain = std::move(buf);
+  }
+  if (Sha256(*plain) != digest) return corrupt("content does not match its digest");
+  return absl::OkStatus();
+}
+
+absl::Status ChunkStore::SyncDirectories() {
+  std::set<std::string> dirs;
+  {
+    absl::MutexLock l(&mu_);
+    dirs.swap(dirty_dirs_);
+  }
+  for (const auto& d : dirs) {
+    absl::Status s = FsyncDirectory(d);
+    if (!s.ok()) {
+      absl::MutexLock l(&mu_);
+      dirty_dirs_.insert(dirs.begin(), dirs.end());
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace blkfleet::repo

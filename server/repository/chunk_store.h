@@ -1,0 +1,74 @@
+#ifndef BLKFLEET_SERVER_REPOSITORY_CHUNK_STORE_H_
+#define BLKFLEET_SERVER_REPOSITORY_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/sha256.h"
+#include "common/zstd_codec.h"
+
+namespace blkfleet::repo {
+
+// How the stored bytes of a chunk encode its plain data.
+enum class StoredEncoding : uint16_t {
+  kRaw = 0,   // the plain data itself
+  kZstd = 1,  // one zstd frame with the content size
+};
+
+// Content-addressed store of chunks on a local filesystem: one file per chunk
+// at <dir>/<first two hex digits>/<64 hex digits>, a 32-byte header (magic,
+// version, flags, plain length, stored length, CRC-32 of the stored bytes and
+// of the header; docs/formats.md) followed by the stored bytes.
+//
+// A chunk file is written once (temporary file in the same directory, fsync,
+// rename without replace) and never rewritten. Directory entries of new
+// chunks become durable at SyncDirectories(); a backup calls it before its
+// index refers to them. Thread-safe.
+class ChunkStore {
+ public:
+  explicit ChunkStore(std::string dir);
+
+  // Creates the fan-out directories when missing.
+  absl::Status Init();
+
+  // Whether a chunk file of this digest exists (its content is not checked).
+  bool Contains(const Sha256Digest& digest) const;
+
+  // Stores `stored` (the plain data encoded as `encoding`, holding
+  // `plain_length` bytes) as the chunk `digest`. The caller has verified that
+  // the data hashes to `digest`. Returns true when it wrote a new file, false
+  // when the chunk was already present (the existing file is kept).
+  absl::StatusOr<bool> Put(const Sha256Digest& digest, uint32_t plain_length,
+                           StoredEncoding encoding, std::string_view stored);
+
+  // Reads the chunk `digest` into *plain, checking the header, the stored
+  // bytes' checksum, the decoded length and the SHA-256 of the plain data.
+  // NOT_FOUND when missing; DATA_LOSS when any check fails.
+  absl::Status Get(const Sha256Digest& digest, ZstdCodec* codec, std::string* plain) const;
+
+  // Makes the directory entries of every chunk written since the last call
+  // durable (fsync of each directory touched).
+  absl::Status SyncDirectories();
+
+  std::string PathOf(const Sha256Digest& digest) const;
+
+  static constexpr size_t kHeaderSize = 32;
+  static constexpr uint16_t kVersion = 1;
+
+ private:
+  std::string DirOf(const Sha256Digest& digest) const;
+
+  const std::string dir_;
+  absl::Mutex mu_;
+  std::set<std::string> dirty_dirs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace blkfleet::repo
+
+#endif  // BLKFLEET_SERVER_REPOSITORY_CHUNK_STORE_H_

@@ -1,0 +1,133 @@
+#include "server/repository/repository.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
+#include "common/status_util.h"
+#include "common/uuid.h"
+#include "nlohmann/json.hpp"
+
+namespace blkfleet::repo {
+namespace {
+
+constexpr const char* kRepoFormat = "blkfleet-repository";
+constexpr const char* kManifestFormat = "blkfleet-manifest";
+constexpr int kRepoVersion = 1;
+constexpr int kManifestVersion = 1;
+
+}  // namespace
+
+Repository::Repository(std::string root, std::string id)
+    : root_(std::move(root)), id_(std::move(id)), chunks_(root_ + "/chunks") {}
+
+absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& root) {
+  BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root));
+  const std::string meta_path = root + "/repo.json";
+  std::string id;
+  auto meta = ReadWholeFile(meta_path);
+  if (meta.ok()) {
+    nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || j.value("format", "") != kRepoFormat) {
+      return absl::FailedPreconditionError(absl::StrCat(meta_path, " is not a blkfleet repository"));
+    }
+    if (j.value("version", 0) != kRepoVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(meta_path, ": unsupported repository version ", j.value("version", 0)));
+    }
+    if (j.value("encryption", "") != "none" || j.value("chunk_id", "") != "sha256") {
+      return absl::FailedPreconditionError(
+          absl::StrCat(meta_path, ": encrypted repositories are not supported yet"));
+    }
+    id = j.value("id", "");
+  } else if (absl::IsNotFound(meta.status())) {
+    if (!std::filesystem::is_empty(root)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(root, " is not empty and holds no repo.json: refusing to use it"));
+    }
+    id = Uuid::Random().ToString();
+    nlohmann::json j = {{"format", kRepoFormat}, {"version", kRepoVersion}, {"id", id},
+                        {"chunk_id", "sha256"},  {"encryption", "none"},
+                        {"chunk_layout", "chunks/<xx>/<sha256 hex>"}};
+    BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/chunks"));
+    BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/backups"));
+    BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(meta_path, j.dump(2) + "\n"));
+  } else {
+    return meta.status();
+  }
+  std::unique_ptr<Repository> repo(new Repository(root, id));
+  BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/backups"));
+  BLKFLEET_RETURN_IF_ERROR(repo->chunks_.Init());
+  return repo;
+}
+
+std::string Repository::BackupDir(const std::string& backup_id) const {
+  return absl::StrCat(root_, "/backups/", backup_id);
+}
+
+std::string Repository::IndexPath(const std::string& backup_id, int ordinal) const {
+  return absl::StrCat(BackupDir(backup_id), "/device-", ordinal, ".index");
+}
+
+absl::StatusOr<Sha256Digest> Repository::WriteIndex(const std::string& backup_id, int ordinal,
+                                                    const DeviceIndex& index) {
+  BLKFLEET_RETURN_IF_ERROR(MakeDirectories(BackupDir(backup_id)));
+  std::string bytes = EncodeDeviceIndex(index);
+  BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(IndexPath(backup_id, ordinal), bytes));
+  return Sha256(bytes);
+}
+
+absl::StatusOr<DeviceIndex> Repository::ReadIndex(const std::string& backup_id, int ordinal,
+                                                  const Sha256Digest& expected_sha256) {
+  const std::string path = IndexPath(backup_id, ordinal);
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) {
+    return absl::DataLossError(absl::StrCat("index of backup ", backup_id, " device #", ordinal,
+                                            " cannot be read: ", bytes.status().message()));
+  }
+  if (Sha256(*bytes) != expected_sha256) {
+    return absl::DataLossError(absl::StrCat("index ", path, " does not match its catalog digest"));
+  }
+  auto index = DecodeDeviceIndex(*bytes);
+  if (!index.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", index.status().message()));
+  }
+  return index;
+}
+
+absl::StatusOr<Sha256Digest> Repository::WriteManifest(const blkfleet::server::v1::Backup& backup) {
+  std::string backup_json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  auto st = google::protobuf::util::MessageToJsonString(backup, &backup_json, opts);
+  if (!st.ok()) return absl::InternalError(absl::StrCat("manifest: ", st.ToString()));
+  nlohmann::json j = {{"format", kManifestFormat},
+                      {"version", kManifestVersion},
+                      {"repository_id", id_},
+                      {"backup", nlohmann::json::parse(backup_json)}};
+  nlohmann::json files = nlohmann::json::array();
+  for (int i = 0; i < backup.devices_size(); ++i) files.push_back(absl::StrCat("device-", i, ".index"));
+  j["index_files"] = files;
+  std::string bytes = j.dump(2) + "\n";
+  BLKFLEET_RETURN_IF_ERROR(MakeDirectories(BackupDir(backup.id())));
+  BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(BackupDir(backup.id()) + "/manifest.json", bytes));
+  return Sha256(bytes);
+}
+
+absl::StatusOr<blkfleet::server::v1::Backup> Repository::ReadManifest(const std::string& backup_id) {
+  const std::string path = BackupDir(backup_id) + "/manifest.json";
+  BLKFLEET_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+  nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", "") != kManifestFormat ||
+      j.value("version", 0) != kManifestVersion || !j.contains("backup")) {
+    return absl::DataLossError(absl::StrCat(path, " is not a valid manifest"));
+  }
+  blkfleet::server::v1::Backup backup;
+  auto st = google::protobuf::util::JsonStringToMessage(j["backup"].dump(), &backup);
+  if (!st.ok()) return absl::DataLossError(absl::StrCat(path, ": ", st.ToString()));
+  return backup;
+}
+
+}  // namespace blkfleet::repo

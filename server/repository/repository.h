@@ -1,0 +1,61 @@
+#ifndef BLKFLEET_SERVER_REPOSITORY_REPOSITORY_H_
+#define BLKFLEET_SERVER_REPOSITORY_REPOSITORY_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "blkfleet/server/v1/server.pb.h"
+#include "server/repository/chunk_store.h"
+#include "server/repository/device_index.h"
+
+namespace blkfleet::repo {
+
+// The backup repository on a local filesystem (layout in docs/formats.md):
+//
+//   <root>/repo.json                      format, version, id, chunk id scheme
+//   <root>/chunks/<xx>/<digest hex>       chunk files (ChunkStore)
+//   <root>/backups/<id>/device-<i>.index  one index per device of a backup
+//   <root>/backups/<id>/manifest.json     the backup's manifest
+//
+// A backup's files are written before the catalog records it; files of a
+// backup the catalog does not know are leftovers of a failed job (garbage
+// collection removes them later) and are never read as a backup.
+class Repository {
+ public:
+  // Opens the repository at `root`, creating it when the directory is empty
+  // or missing. FAILED_PRECONDITION for an unknown format or version.
+  static absl::StatusOr<std::unique_ptr<Repository>> Open(const std::string& root);
+
+  ChunkStore& chunks() { return chunks_; }
+  const std::string& root() const { return root_; }
+  const std::string& id() const { return id_; }
+
+  // Writes device `ordinal`'s index of backup `backup_id` durably and returns
+  // the SHA-256 of the file.
+  absl::StatusOr<Sha256Digest> WriteIndex(const std::string& backup_id, int ordinal,
+                                          const DeviceIndex& index);
+  // Reads an index and checks it against the digest recorded in the catalog
+  // (DATA_LOSS on mismatch) and its own checksum.
+  absl::StatusOr<DeviceIndex> ReadIndex(const std::string& backup_id, int ordinal,
+                                        const Sha256Digest& expected_sha256);
+
+  // Writes the manifest of `backup` (whose devices carry their index digests)
+  // durably and returns the SHA-256 of the file.
+  absl::StatusOr<Sha256Digest> WriteManifest(const blkfleet::server::v1::Backup& backup);
+  absl::StatusOr<blkfleet::server::v1::Backup> ReadManifest(const std::string& backup_id);
+
+  std::string BackupDir(const std::string& backup_id) const;
+  std::string IndexPath(const std::string& backup_id, int ordinal) const;
+
+ private:
+  Repository(std::string root, std::string id);
+
+  const std::string root_;
+  const std::string id_;
+  ChunkStore chunks_;
+};
+
+}  // namespace blkfleet::repo
+
+#endif  // BLKFLEET_SERVER_REPOSITORY_REPOSITORY_H_
