@@ -91,7 +91,7 @@ bf_build_programs() {
 	lib=("$BF_TESTS_DIR"/lib/*.c)
 	for c in "$BF_TESTS_DIR"/cases/*.c; do
 		bf_log "compiling $(basename -- "$c")"
-		nice -n 10 gcc -static -O2 -g -Wall -Wextra -Werror -pthread \
+		nice -n 10 gcc -static -O2 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE \
 			-I "$BF_REPO/kmod/include/uapi" -I "$BF_TESTS_DIR/lib" \
 			-o "$out/$(basename -- "$c" .c)" "$c" "${lib[@]}" ||
 			bf_die "compiling $c failed"
