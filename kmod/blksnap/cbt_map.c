@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Change block tracking map: one byte per tracking block.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-cbt_map: " fmt
+
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include "cbt_map.h"
+#include "params.h"
+
+/* Bytes copied per step to user space (the map is read under a lock). */
+#define CBT_COPY_STEP	PAGE_SIZE
+
+static void cbt_map_reset_locked(struct cbt_map *map)
+{
+	memset(map->active, 0, map->blk_count);
+	memset(map->frozen, 0, map->blk_count);
+	map->number_active = 1;
+	map->number_previous = 0;
+	uuid_gen(&map->generation_id);
+}
+
+struct cbt_map *cbt_map_create(struct block_device *bdev)
+{
+	sector_t capacity = bdev_nr_sectors(bdev);
+	unsigned int shift = tracking_block_minimum_shift - SECTOR_SHIFT;
+	unsigned int max_shift = tracking_block_maximum_shift - SECTOR_SHIFT;
+	struct cbt_map *map;
+
+	if (!capacity)
+		return ERR_PTR(-EINVAL);
+	/* The smallest block that keeps the map within the count limit. */
+	while (shift < max_shift &&
+	       DIV_ROUND_UP_SECTOR_T(capacity, 1ULL << shift) >
+	       tracking_block_maximum_count)
+		shift++;
+
+	map = kzalloc(sizeof(*map), GFP_KERNEL);
+	if (!map)
+		return ERR_PTR(-ENOMEM);
+	spin_lock_init(&map->lock);
+	map->blk_shift = shift;
+	map->capacity = capacity;
+	map->blk_count = DIV_ROUND_UP_SECTOR_T(capacity, 1ULL << shift);
+	map->active = vmalloc(map->blk_count);
+	if (!map->active)
+		goto out_free_map;
+	map->frozen = vmalloc(map->blk_count);
+	if (!map->frozen)
+		goto out_free_active;
+	cbt_map_reset_locked(map);
+	return map;
+
+out_free_active:
+	vfree(map->active);
+out_free_map:
+	kfree(map);
+	return ERR_PTR(-ENOMEM);
+}
+
+void cbt_map_destroy(struct cbt_map *map)
+{
+	vfree(map->frozen);
+	vfree(map->active);
+	kfree(map);
+}
+
+/* Called at the instant of a snapshot take, writes held off. */
+void cbt_map_switch(struct cbt_map *map)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&map->lock, flags);
+	if (map->number_active >= 255) {
+		pr_info("change numbers exhausted: new generation\n");
+		cbt_map_reset_locked(map);
+	}
+	memcpy(map->frozen, map->active, map->blk_count);
+	map->number_previous = map->number_active;
+	map->number_active++;
+	spin_unlock_irqrestore(&map->lock, flags);
+}
+
+static void mark_range(u8 *bytes, unsigned long first, unsigned long last,
+		       u8 number)
+{
+	unsigned long blk;
+
+	for (blk = first; blk <= last; blk++)
+		if (bytes[blk] < number)
+			bytes[blk] = number;
+}
+
+static bool block_range(struct cbt_map *map, sector_t sector, sector_t count,
+			unsigned long *first, unsigned long *last)
+{
+	if (!count || sector >= map->capacity)
+		return false;
+	count = min_t(sector_t, count, map->capacity - sector);
+	*first = sector >> map->blk_shift;
+	*last = (sector + count - 1) >> map->blk_shift;
+	return true;
+}
+
+void cbt_map_mark(struct cbt_map *map, sector_t sector, sector_t count)
+{
+	unsigned long first, last, flags;
+
+	if (!block_range(map, sector, count, &first, &last))
+		return;
+	spin_lock_irqsave(&map->lock, flags);
+	mark_range(map->active, first, last, map->number_active);
+	spin_unlock_irqrestore(&map->lock, flags);
+}
+
+/*
+ * Writes to a snapshot image change what the snapshot holds: mark the
+ * frozen map with the number of the take as well as the active one.
+ */
+void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count)
+{
+	unsigned long first, last, flags;
+
+	if (!block_range(map, sector, count, &first, &last))
+		return;
+	spin_lock_irqsave(&map->lock, flags);
+	mark_range(map->active, first, last, map->number_active);
+	mark_range(map->frozen, first, last, map->number_previous);
+	spin_unlock_irqrestore(&map->lock, flags);
+}
+
+int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,
+			unsigned long length, u8 __user *buf)
+{
+	unsigned long flags, done = 0;
+	u8 *bounce;
+	int ret = 0;
+
+	if (offset > map->blk_count || length > map->blk_count - offset)
+		return -ERANGE;
+	bounce = kmalloc(CBT_COPY_STEP, GFP_KERNEL);
+	if (!bounce)
+		return -ENOMEM;
+	while (done < length) {
+		unsigned long step = min_t(unsigned long, length - done,
+					   CBT_COPY_STEP);
+
+		spin_lock_irqsave(&map->lock, flags);
+		memcpy(bounce, map->frozen + offset + done, step);
+		spin_unlock_irqrestore(&map->lock, flags);
+		if (copy_to_user(buf + done, bounce, step)) {
+			ret = -EFAULT;
+			break;
+		}
+		done += step;
+		cond_resched();
+	}
+	kfree(bounce);
+	return ret;
+}

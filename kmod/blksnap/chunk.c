@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Chunks: copying one from the origin to the difference storage, and
+ * synchronous block I/O on behalf of the copy and of the image.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-chunk: " fmt
+
+#include <linux/slab.h>
+#include "chunk.h"
+#include "diff_area.h"
+#include "diff_buffer.h"
+#include "diff_storage.h"
+
+/* Bios for our own reads of the origin: a mempool keeps them coming. */
+static struct bio_set chunk_bioset;
+static struct kmem_cache *chunk_cache;
+
+int chunk_init(void)
+{
+	int ret;
+
+	chunk_cache = KMEM_CACHE(chunk, 0);
+	if (!chunk_cache)
+		return -ENOMEM;
+	ret = bioset_init(&chunk_bioset, 64, 0, BIOSET_NEED_BVECS);
+	if (ret)
+		kmem_cache_destroy(chunk_cache);
+	return ret;
+}
+
+void chunk_done(void)
+{
+	bioset_exit(&chunk_bioset);
+	kmem_cache_destroy(chunk_cache);
+}
+
+void chunk_free(struct chunk *chunk)
+{
+	kmem_cache_free(chunk_cache, chunk);
+}
+
+/*
+ * Read or write @bytes at @sector of @bdev through the bvecs, waiting for
+ * the end. Must not be called from a bio submission context.
+ */
+int blksnap_bdev_io(struct block_device *bdev, blk_opf_t opf, sector_t sector,
+		    struct bio_vec *bvec, size_t bytes)
+{
+	while (bytes) {
+		struct bio *bio;
+		int ret;
+
+		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, opf, GFP_NOIO,
+				       &chunk_bioset);
+		bio->bi_iter.bi_sector = sector;
+		while (bytes && bio->bi_vcnt < BIO_MAX_VECS) {
+			unsigned int len = min_t(size_t, bvec->bv_len, bytes);
+
+			if (bio_add_page(bio, bvec->bv_page, len,
+					 bvec->bv_offset) != len)
+				break;
+			bytes -= len;
+			bvec++;
+		}
+		sector += bio_sectors(bio);
+		ret = submit_bio_wait(bio);
+		bio_put(bio);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Copy chunk @nr of the origin to the difference storage and publish it.
+ * The caller holds the chunk's stripe lock for writing and has checked that
+ * the chunk is not copied yet.
+ */
+int chunk_copy(struct diff_area *area, unsigned long nr)
+{
+	sector_t count = diff_area_chunk_sectors(area, nr);
+	size_t bytes = (size_t)count << SECTOR_SHIFT;
+	struct diff_buffer *buf;
+	struct chunk *chunk;
+	int ret;
+
+	buf = diff_buffer_get(&area->pool, GFP_NOIO);
+	if (!buf)
+		return -ENOMEM;
+	chunk = kmem_cache_alloc(chunk_cache, GFP_NOIO);
+	if (!chunk) {
+		ret = -ENOMEM;
+		goto out_put_buf;
+	}
+	ret = blksnap_bdev_io(area->orig_bdev, REQ_OP_READ,
+			      diff_area_chunk_sector(area, nr), buf->bvec,
+			      bytes);
+	if (ret) {
+		pr_err("reading chunk %lu of the origin failed: %d\n", nr, ret);
+		goto out_free_chunk;
+	}
+	ret = diff_storage_alloc(area->storage, count, &chunk->diff_sector);
+	if (ret)
+		goto out_free_chunk;
+	ret = diff_storage_io(area->storage, true, chunk->diff_sector,
+			      buf->bvec, buf->nr_pages, bytes);
+	if (ret) {
+		pr_err("storing chunk %lu failed: %d\n", nr, ret);
+		goto out_free_chunk;
+	}
+	ret = xa_err(xa_store(&area->chunks, nr, chunk, GFP_NOIO));
+	if (ret)
+		goto out_free_chunk;
+	diff_buffer_put(&area->pool, buf);
+	return 0;
+
+out_free_chunk:
+	chunk_free(chunk);
+out_put_buf:
+	diff_buffer_put(&area->pool, buf);
+	return ret;
+}

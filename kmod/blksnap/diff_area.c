@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Copy-on-write for one device of a taken snapshot.
+ *
+ * An origin write that touches a chunk not yet copied is taken out of the
+ * submission path and queued: the submitter may be a stacked driver (with
+ * current->bio_list set), where waiting for our own reads would deadlock.
+ * A worker copies the chunks (read origin, write difference storage), then
+ * resubmits the write past the filter. The write therefore completes only
+ * after the old data is safe: copy-on-write is synchronous for the writer.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-diff_area: " fmt
+
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include "cbt_map.h"
+#include "chunk.h"
+#include "diff_area.h"
+#include "diff_storage.h"
+#include "filter.h"
+#include "params.h"
+#include "snapshot.h"
+#include "tracker.h"
+
+struct workqueue_struct *blksnap_wq;
+
+int diff_area_init(void)
+{
+	blksnap_wq = alloc_workqueue("blksnap", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+	return blksnap_wq ? 0 : -ENOMEM;
+}
+
+void diff_area_done(void)
+{
+	destroy_workqueue(blksnap_wq);
+}
+
+static struct rw_semaphore *chunk_stripe(struct diff_area *area,
+					 unsigned long nr)
+{
+	return &area->stripes[nr % DIFF_AREA_STRIPES];
+}
+
+/* Chunk numbers covering [sector, sector + count), clipped to the area. */
+static bool chunk_range(struct diff_area *area, sector_t sector,
+			sector_t count, unsigned long *first,
+			unsigned long *last)
+{
+	if (!count || sector >= area->capacity)
+		return false;
+	count = min_t(sector_t, count, area->capacity - sector);
+	*first = sector >> area->chunk_shift;
+	*last = (sector + count - 1) >> area->chunk_shift;
+	return true;
+}
+
+static bool range_copied(struct diff_area *area, sector_t sector,
+			 sector_t count)
+{
+	unsigned long nr, first, last;
+
+	if (!chunk_range(area, sector, count, &first, &last))
+		return true;
+	for (nr = first; nr <= last; nr++)
+		if (!xa_load(&area->chunks, nr))
+			return false;
+	return true;
+}
+
+static void copy_range(struct diff_area *area, sector_t sector,
+		       sector_t count)
+{
+	unsigned long nr, first, last;
+	int ret = 0;
+
+	if (!chunk_range(area, sector, count, &first, &last))
+		return;
+	for (nr = first; nr <= last && !ret; nr++) {
+		if (xa_load(&area->chunks, nr))
+			continue;
+		down_write(chunk_stripe(area, nr));
+		if (!xa_load(&area->chunks, nr) &&
+		    !snapshot_error(area->snapshot)) {
+			ret = chunk_copy(area, nr);
+			if (ret)
+				snapshot_set_error(area->snapshot, area->dev,
+						   ret);
+		}
+		up_write(chunk_stripe(area, nr));
+	}
+}
+
+static struct bio *cow_pop(struct diff_area *area)
+{
+	unsigned long flags;
+	struct bio *bio;
+
+	spin_lock_irqsave(&area->cow_lock, flags);
+	bio = bio_list_pop(&area->cow_bios);
+	spin_unlock_irqrestore(&area->cow_lock, flags);
+	return bio;
+}
+
+static void cow_work_fn(struct work_struct *work)
+{
+	struct diff_area *area = container_of(work, struct diff_area,
+					      cow_work);
+	unsigned int noio = memalloc_noio_save();
+	struct bio *bio;
+
+	while ((bio = cow_pop(area))) {
+		if (!READ_ONCE(area->stopping))
+			copy_range(area, bio->bi_iter.bi_sector,
+				   bio_sectors(bio));
+		blksnap_submit_bio_bypass(bio);
+	}
+	memalloc_noio_restore(noio);
+}
+
+/*
+ * Called from the filter for a write to the origin. Returns true when the
+ * bio was taken (held for copy-on-write, or failed for REQ_NOWAIT).
+ * An overflowed or corrupted snapshot no longer holds writes back.
+ */
+bool diff_area_cow(struct diff_area *area, struct bio *bio)
+{
+	unsigned long flags;
+
+	if (snapshot_error(area->snapshot))
+		return false;
+	if (range_copied(area, bio->bi_iter.bi_sector, bio_sectors(bio)))
+		return false;
+	if (bio->bi_opf & REQ_NOWAIT) {
+		bio_wouldblock_error(bio);
+		return true;
+	}
+	spin_lock_irqsave(&area->cow_lock, flags);
+	bio_list_add(&area->cow_bios, bio);
+	spin_unlock_irqrestore(&area->cow_lock, flags);
+	queue_work(blksnap_wq, &area->cow_work);
+	return true;
+}
+
+/*
+ * I/O to the snapshot image, within one chunk. A read takes the copy in the
+ * difference storage if there is one, the origin otherwise; a write copies
+ * the chunk first and then changes the copy.
+ */
+int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
+		       struct bio_vec *bvec, unsigned int nr_bvec,
+		       size_t bytes)
+{
+	unsigned long nr = sector >> area->chunk_shift;
+	sector_t offset = sector - diff_area_chunk_sector(area, nr);
+	struct rw_semaphore *stripe = chunk_stripe(area, nr);
+	struct chunk *chunk;
+	int ret = 0;
+
+	if (write)
+		down_write(stripe);
+	else
+		down_read(stripe);
+	if (snapshot_error(area->snapshot)) {
+		ret = -EIO;
+		goto out_unlock;
+	}
+	chunk = xa_load(&area->chunks, nr);
+	if (!chunk && write) {
+		ret = chunk_copy(area, nr);
+		if (ret) {
+			snapshot_set_error(area->snapshot, area->dev, ret);
+			goto out_unlock;
+		}
+		chunk = xa_load(&area->chunks, nr);
+	}
+	if (chunk)
+		ret = diff_storage_io(area->storage, write,
+				      chunk->diff_sector + offset, bvec,
+				      nr_bvec, bytes);
+	else
+		ret = blksnap_bdev_io(area->orig_bdev, REQ_OP_READ, sector,
+				      bvec, bytes);
+out_unlock:
+	if (write)
+		up_write(stripe);
+	else
+		up_read(stripe);
+	if (!ret && write)
+		cbt_map_mark_both(area->tracker->cbt_map, sector,
+				  bytes >> SECTOR_SHIFT);
+	return ret;
+}
+
+struct diff_area *diff_area_new(struct snapshot *snapshot,
+				struct tracker *tracker,
+				struct diff_storage *storage)
+{
+	unsigned int shift = chunk_minimum_shift - SECTOR_SHIFT;
+	unsigned int max_shift = chunk_maximum_shift - SECTOR_SHIFT;
+	struct diff_area *area;
+	int i, ret;
+
+	area = kzalloc(sizeof(*area), GFP_KERNEL);
+	if (!area)
+		return ERR_PTR(-ENOMEM);
+	area->orig_bdev = blkdev_get_by_dev(tracker->dev, FMODE_READ, NULL);
+	if (IS_ERR(area->orig_bdev)) {
+		ret = PTR_ERR(area->orig_bdev);
+		goto out_free;
+	}
+	area->capacity = bdev_nr_sectors(area->orig_bdev);
+	if (!area->capacity) {
+		ret = -EINVAL;
+		goto out_put_bdev;
+	}
+	while (shift < max_shift &&
+	       DIV_ROUND_UP_SECTOR_T(area->capacity, 1ULL << shift) >
+	       chunk_maximum_count)
+		shift++;
+	area->chunk_shift = shift;
+	area->chunk_count = DIV_ROUND_UP_SECTOR_T(area->capacity,
+						  1ULL << shift);
+	area->snapshot = snapshot;
+	area->tracker = tracker;
+	tracker_get(tracker);
+	area->dev = tracker->dev;
+	area->storage = storage;
+	xa_init(&area->chunks);
+	for (i = 0; i < DIFF_AREA_STRIPES; i++)
+		init_rwsem(&area->stripes[i]);
+	diff_buffer_pool_init(&area->pool,
+			      1U << (shift + SECTOR_SHIFT - PAGE_SHIFT),
+			      free_diff_buffer_pool_size);
+	spin_lock_init(&area->cow_lock);
+	bio_list_init(&area->cow_bios);
+	INIT_WORK(&area->cow_work, cow_work_fn);
+	return area;
+
+out_put_bdev:
+	blkdev_put(area->orig_bdev, FMODE_READ);
+out_free:
+	kfree(area);
+	return ERR_PTR(ret);
+}
+
+/* The area must be unreachable from the filter already. */
+void diff_area_free(struct diff_area *area)
+{
+	struct chunk *chunk;
+	unsigned long nr;
+
+	WRITE_ONCE(area->stopping, true);
+	flush_work(&area->cow_work);
+	xa_for_each(&area->chunks, nr, chunk)
+		chunk_free(chunk);
+	xa_destroy(&area->chunks);
+	diff_buffer_pool_done(&area->pool);
+	tracker_put(area->tracker);
+	blkdev_put(area->orig_bdev, FMODE_READ);
+	kfree(area);
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef __BLKSNAP_DIFF_AREA_H
+#define __BLKSNAP_DIFF_AREA_H
+
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/rwsem.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
+#include "diff_buffer.h"
+
+struct diff_storage;
+struct snapshot;
+struct tracker;
+
+/* Chunks are hashed onto this many locks (see diff_area.stripes). */
+#define DIFF_AREA_STRIPES	64
+
+/**
+ * struct diff_area - copy-on-write state of one device in a taken snapshot
+ * @snapshot:	the owner, which outlives the area
+ * @tracker:	the device's tracker (a reference is held)
+ * @orig_bdev:	the original device, opened for reading for the area's life
+ * @dev:	its device number
+ * @storage:	the snapshot's difference storage
+ * @capacity:	device size in sectors at the take
+ * @chunk_shift: log2 of the chunk size in sectors
+ * @chunk_count: number of chunks (the last one may be shorter)
+ * @chunks:	chunk number -> struct chunk, only for chunks copied to the
+ *		difference storage; an entry is never removed before the area
+ *		is freed, so a lookup needs no lock
+ * @stripes:	chunk nr's lock is stripes[nr % DIFF_AREA_STRIPES]. Held for
+ *		writing while the chunk is copied or its image data written,
+ *		for reading while the image reads it. An origin write to a
+ *		chunk not copied is held back until the copy is stored, so an
+ *		image read of the origin under the read lock sees old data.
+ * @pool:	buffers for chunk copies
+ * @cow_lock:	guards @cow_bios
+ * @cow_bios:	origin writes held until their chunks are copied
+ * @cow_work:	copies the chunks of @cow_bios, then resubmits them
+ * @stopping:	the snapshot is being destroyed: resubmit without copying
+ */
+struct diff_area {
+	struct snapshot *snapshot;
+	struct tracker *tracker;
+	struct block_device *orig_bdev;
+	dev_t dev;
+	struct diff_storage *storage;
+	sector_t capacity;
+	unsigned int chunk_shift;
+	unsigned long chunk_count;
+	struct xarray chunks;
+	struct rw_semaphore stripes[DIFF_AREA_STRIPES];
+	struct diff_buffer_pool pool;
+
+	spinlock_t cow_lock;
+	struct bio_list cow_bios;
+	struct work_struct cow_work;
+	bool stopping;
+};
+
+/* Runs the copy-on-write and image work; it may reclaim memory (MEM_RECLAIM). */
+extern struct workqueue_struct *blksnap_wq;
+
+int diff_area_init(void);
+void diff_area_done(void);
+
+struct diff_area *diff_area_new(struct snapshot *snapshot,
+				struct tracker *tracker,
+				struct diff_storage *storage);
+void diff_area_free(struct diff_area *area);
+bool diff_area_cow(struct diff_area *area, struct bio *bio);
+int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
+		       struct bio_vec *bvec, unsigned int nr_bvec,
+		       size_t bytes);
+
+static inline sector_t diff_area_chunk_sector(const struct diff_area *area,
+					      unsigned long nr)
+{
+	return (sector_t)nr << area->chunk_shift;
+}
+
+static inline sector_t diff_area_chunk_sectors(const struct diff_area *area,
+					       unsigned long nr)
+{
+	sector_t start = diff_area_chunk_sector(area, nr);
+
+	return min_t(sector_t, 1ULL << area->chunk_shift,
+		     area->capacity - start);
+}
+
+#endif /* __BLKSNAP_DIFF_AREA_H */

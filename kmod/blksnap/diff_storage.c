@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Difference storage: a block device, an unnamed temporary file in a
+ * directory, or a regular file. Space is handed out sequentially; a file
+ * grows by diff_storage_minimum sectors (fallocate) up to the limit.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-diff_storage: " fmt
+
+#include <linux/fs.h>
+#include <linux/namei.h>
+#include <linux/slab.h>
+#include <linux/uio.h>
+#include "../include/uapi/linux/blksnap.h"
+#include "diff_storage.h"
+#include "event_queue.h"
+#include "params.h"
+
+static struct file *storage_file_open(const char *path, bool *is_blkdev)
+{
+	struct path p;
+	umode_t mode;
+	int ret;
+
+	ret = kern_path(path, LOOKUP_FOLLOW, &p);
+	if (ret)
+		return ERR_PTR(ret);
+	mode = d_inode(p.dentry)->i_mode;
+	path_put(&p);
+
+	*is_blkdev = S_ISBLK(mode);
+	if (S_ISBLK(mode))
+		return filp_open(path, O_RDWR | O_EXCL | O_LARGEFILE, 0);
+	if (S_ISDIR(mode))
+		return filp_open(path, O_TMPFILE | O_RDWR | O_LARGEFILE, 0600);
+	if (S_ISREG(mode))
+		return filp_open(path, O_RDWR | O_LARGEFILE, 0);
+	return ERR_PTR(-EINVAL);
+}
+
+struct diff_storage *diff_storage_open(const char *path, sector_t limit,
+				       struct event_queue *events)
+{
+	struct diff_storage *storage;
+	struct inode *inode;
+	sector_t size;
+	int ret;
+
+	storage = kzalloc(sizeof(*storage), GFP_KERNEL);
+	if (!storage)
+		return ERR_PTR(-ENOMEM);
+	mutex_init(&storage->lock);
+	storage->events = events;
+
+	storage->file = storage_file_open(path, &storage->is_blkdev);
+	if (IS_ERR(storage->file)) {
+		ret = PTR_ERR(storage->file);
+		pr_err("cannot open '%s': %d\n", path, ret);
+		goto out_free;
+	}
+	inode = file_inode(storage->file);
+	size = i_size_read(storage->file->f_mapping->host) >> SECTOR_SHIFT;
+	if (storage->is_blkdev) {
+		storage->bdev = I_BDEV(storage->file->f_mapping->host);
+		/* A device is used whole: the limit only caps it. */
+		storage->capacity = limit ? min(size, limit) : size;
+		storage->limit = storage->capacity;
+	} else {
+		storage->bdev = inode->i_sb->s_bdev;
+		storage->capacity = size;
+		storage->limit = max(size, limit);
+	}
+	if (!storage->limit) {
+		pr_err("'%s': no room and no limit to grow to\n", path);
+		ret = -EINVAL;
+		goto out_close;
+	}
+	return storage;
+
+out_close:
+	filp_close(storage->file, NULL);
+out_free:
+	kfree(storage);
+	return ERR_PTR(ret);
+}
+
+void diff_storage_close(struct diff_storage *storage)
+{
+	filp_close(storage->file, NULL);
+	kfree(storage);
+}
+
+/* Is the storage on @bdev, or on the disk @bdev covers whole? */
+bool diff_storage_on_device(struct diff_storage *storage,
+			    struct block_device *bdev)
+{
+	if (!storage->bdev)
+		return false;
+	if (storage->bdev == bdev)
+		return true;
+	return !bdev_is_partition(bdev) &&
+	       storage->bdev->bd_disk == bdev->bd_disk;
+}
+
+/* Called with storage->lock held. */
+static int storage_grow(struct diff_storage *storage, sector_t needed)
+{
+	sector_t room = storage->limit - storage->capacity;
+	sector_t step = max_t(sector_t, diff_storage_minimum, needed);
+	int ret;
+
+	if (storage->is_blkdev || !room)
+		return -ENOSPC;
+	step = min(step, room);
+	ret = vfs_fallocate(storage->file, 0,
+			    (loff_t)storage->capacity << SECTOR_SHIFT,
+			    (loff_t)step << SECTOR_SHIFT);
+	if (ret && step > needed && needed) {
+		/* The file system cannot give a whole step: take what we need. */
+		step = needed;
+		ret = vfs_fallocate(storage->file, 0,
+				    (loff_t)storage->capacity << SECTOR_SHIFT,
+				    (loff_t)step << SECTOR_SHIFT);
+	}
+	if (ret == -EOPNOTSUPP)
+		ret = 0;	/* sparse file: space is taken when written */
+	if (ret) {
+		/* A failed grow-ahead is retried with what is needed later. */
+		if (needed)
+			pr_warn("cannot grow the storage by %llu sectors: %d\n",
+				(unsigned long long)step, ret);
+		return ret;
+	}
+	storage->capacity += step;
+	return 0;
+}
+
+static void storage_report_overflow(struct diff_storage *storage,
+				    sector_t count)
+{
+	struct blksnap_event_no_space data = { .requested_nr_sect = count };
+
+	if (storage->overflowed)
+		return;
+	storage->overflowed = true;
+	pr_warn("difference storage is full (%llu of %llu sectors used)\n",
+		(unsigned long long)storage->filled,
+		(unsigned long long)storage->limit);
+	event_gen(storage->events, GFP_NOIO, blksnap_event_code_no_space,
+		  &data, sizeof(data));
+}
+
+/* Hand out @count sectors; -ENOSPC (and the event) at the limit. */
+int diff_storage_alloc(struct diff_storage *storage, sector_t count,
+		       sector_t *sector)
+{
+	int ret = 0;
+
+	mutex_lock(&storage->lock);
+	if (storage->filled + count > storage->capacity) {
+		ret = storage_grow(storage,
+				   storage->filled + count - storage->capacity);
+		if (!ret && storage->filled + count > storage->capacity)
+			ret = -ENOSPC;
+		if (ret) {
+			storage_report_overflow(storage, count);
+			ret = -ENOSPC;
+			goto out_unlock;
+		}
+	}
+	*sector = storage->filled;
+	storage->filled += count;
+	/* Grow ahead once less than half a step is left. */
+	if (!storage->is_blkdev && storage->capacity < storage->limit &&
+	    storage->capacity - storage->filled < diff_storage_minimum / 2)
+		storage_grow(storage, 0);
+out_unlock:
+	mutex_unlock(&storage->lock);
+	return ret;
+}
+
+int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
+		    struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
+{
+	loff_t pos = (loff_t)sector << SECTOR_SHIFT;
+	struct iov_iter iter;
+	ssize_t ret;
+
+	iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec, nr_bvec,
+		      bytes);
+	if (write) {
+		file_start_write(storage->file);
+		ret = vfs_iter_write(storage->file, &iter, &pos, 0);
+		file_end_write(storage->file);
+	} else {
+		ret = vfs_iter_read(storage->file, &iter, &pos, 0);
+	}
+	if (ret < 0)
+		return ret;
+	return ret == bytes ? 0 : -EIO;
+}

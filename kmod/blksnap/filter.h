@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef __BLKSNAP_FILTER_H
+#define __BLKSNAP_FILTER_H
+
+/*
+ * The block-device filter API the module is written against.
+ *
+ * On a kernel with the block-device filter patches the API comes from
+ * <linux/blk-filter.h> and the block layer calls the filter. On a stock
+ * kernel intercept_ftrace.c provides the same structures, ioctls and
+ * dispatch with ftrace hooks, so the rest of the module does not care.
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+
+#ifdef BLKSNAP_NATIVE_FILTER
+
+#include <linux/blk-filter.h>
+
+static inline struct blkfilter *blksnap_bio_filter(struct bio *bio)
+{
+	return bio->bi_bdev->bd_filter;
+}
+
+#else /* BLKSNAP_NATIVE_FILTER */
+
+struct blkfilter_operations;
+
+/* One per filtered block device, allocated by the filter's attach(). */
+struct blkfilter {
+	const struct blkfilter_operations *ops;
+};
+
+/* Same members and contracts as the patched kernel's blkfilter_operations. */
+struct blkfilter_operations {
+	struct list_head link;
+	struct module *owner;
+	const char *name;
+	struct blkfilter *(*attach)(struct block_device *bdev);
+	void (*detach)(struct blkfilter *flt);
+	int (*ctl)(struct blkfilter *flt, const unsigned int cmd,
+		   __u8 __user *buf, __u32 *plen);
+	bool (*submit_bio)(struct bio *bio);
+};
+
+/* The filter of bio->bi_bdev; valid inside ops->submit_bio() only. */
+struct blkfilter *blksnap_bio_filter(struct bio *bio);
+
+#endif /* BLKSNAP_NATIVE_FILTER */
+
+/* Start and stop delivering bios and ioctls to @ops. */
+int blksnap_intercept_init(struct blkfilter_operations *ops);
+void blksnap_intercept_exit(struct blkfilter_operations *ops);
+
+/* Submit a bio to a filtered device without passing it to the filter. */
+void blksnap_submit_bio_bypass(struct bio *bio);
+
+#endif /* __BLKSNAP_FILTER_H */

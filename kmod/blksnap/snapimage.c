@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Snapshot images: writable bio-based block devices "blksnap-<MAJ>-<MIN>".
+ *
+ * Bios are queued to a worker: serving them means waiting for reads of the
+ * origin or of the difference storage, which the submission context (maybe
+ * a stacked driver's) must not do.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-image: " fmt
+
+#include <linux/blkdev.h>
+#include <linux/idr.h>
+#include <linux/module.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include "diff_area.h"
+#include "snapimage.h"
+
+/* Segments gathered into one diff_area_image_io() call. */
+#define IMAGE_BVECS	256
+
+/**
+ * struct snapimage - the block device showing one device of a snapshot
+ * @area:	copy-on-write state it reads and writes
+ * @disk:	the block device
+ * @lock:	guards @bios
+ * @bios:	bios waiting for @work
+ * @work:	serves @bios one by one
+ * @bvec:	scratch for @work only
+ */
+struct snapimage {
+	struct diff_area *area;
+	struct gendisk *disk;
+	spinlock_t lock;
+	struct bio_list bios;
+	struct work_struct work;
+	struct bio_vec bvec[IMAGE_BVECS];
+};
+
+static int image_major;
+static DEFINE_IDA(image_ida);
+
+static int image_serve(struct snapimage *image, struct bio *bio, bool write)
+{
+	struct diff_area *area = image->area;
+	struct bvec_iter iter = bio->bi_iter;
+	int ret = 0;
+
+	while (iter.bi_size && !ret) {
+		sector_t sector = iter.bi_sector;
+		unsigned long nr = sector >> area->chunk_shift;
+		size_t room, bytes = 0;
+		unsigned int n = 0;
+
+		/* One call per chunk: bytes up to the end of this chunk. */
+		room = (size_t)(diff_area_chunk_sector(area, nr) +
+				diff_area_chunk_sectors(area, nr) - sector)
+		       << SECTOR_SHIFT;
+		while (iter.bi_size && bytes < room && n < IMAGE_BVECS) {
+			struct bio_vec bv = bio_iter_iovec(bio, iter);
+
+			bv.bv_len = min_t(size_t, bv.bv_len, room - bytes);
+			image->bvec[n++] = bv;
+			bytes += bv.bv_len;
+			bio_advance_iter_single(bio, &iter, bv.bv_len);
+		}
+		ret = diff_area_image_io(area, write, sector, image->bvec, n,
+					 bytes);
+	}
+	return ret;
+}
+
+static void image_process(struct snapimage *image, struct bio *bio)
+{
+	int ret;
+
+	switch (bio_op(bio)) {
+	case REQ_OP_READ:
+		ret = image_serve(image, bio, false);
+		break;
+	case REQ_OP_WRITE:
+		ret = image_serve(image, bio, true);
+		break;
+	case REQ_OP_FLUSH:
+		/* The image is not persistent: nothing to make durable. */
+		ret = 0;
+		break;
+	default:
+		ret = -EOPNOTSUPP;
+		break;
+	}
+	bio->bi_status = errno_to_blk_status(ret);
+	bio_endio(bio);
+}
+
+static void image_work_fn(struct work_struct *work)
+{
+	struct snapimage *image = container_of(work, struct snapimage, work);
+	unsigned int noio = memalloc_noio_save();
+	unsigned long flags;
+	struct bio *bio;
+
+	for (;;) {
+		spin_lock_irqsave(&image->lock, flags);
+		bio = bio_list_pop(&image->bios);
+		spin_unlock_irqrestore(&image->lock, flags);
+		if (!bio)
+			break;
+		image_process(image, bio);
+		cond_resched();
+	}
+	memalloc_noio_restore(noio);
+}
+
+static void snapimage_submit_bio(struct bio *bio)
+{
+	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
+	unsigned long flags;
+
+	spin_lock_irqsave(&image->lock, flags);
+	bio_list_add(&image->bios, bio);
+	spin_unlock_irqrestore(&image->lock, flags);
+	queue_work(blksnap_wq, &image->work);
+}
+
+static const struct block_device_operations snapimage_fops = {
+	.owner = THIS_MODULE,
+	.submit_bio = snapimage_submit_bio,
+};
+
+struct snapimage *snapimage_create(struct diff_area *area)
+{
+	struct snapimage *image;
+	struct gendisk *disk;
+	int minor, ret;
+
+	image = kzalloc(sizeof(*image), GFP_KERNEL);
+	if (!image)
+		return ERR_PTR(-ENOMEM);
+	image->area = area;
+	spin_lock_init(&image->lock);
+	bio_list_init(&image->bios);
+	INIT_WORK(&image->work, image_work_fn);
+
+	minor = ida_alloc_max(&image_ida, MINORMASK, GFP_KERNEL);
+	if (minor < 0) {
+		ret = minor;
+		goto out_free;
+	}
+	disk = blk_alloc_disk(NUMA_NO_NODE);
+	if (!disk) {
+		ret = -ENOMEM;
+		goto out_free_minor;
+	}
+	disk->major = image_major;
+	disk->first_minor = minor;
+	disk->minors = 1;
+	disk->fops = &snapimage_fops;
+	disk->private_data = image;
+	disk->flags |= GENHD_FL_NO_PART;
+	snprintf(disk->disk_name, DISK_NAME_LEN, "blksnap-%u-%u",
+		 MAJOR(area->dev), MINOR(area->dev));
+	blk_queue_logical_block_size(disk->queue,
+				     bdev_logical_block_size(area->orig_bdev));
+	blk_queue_physical_block_size(disk->queue,
+				      bdev_physical_block_size(area->orig_bdev));
+	set_capacity(disk, area->capacity);
+	image->disk = disk;
+
+	ret = add_disk(disk);
+	if (ret)
+		goto out_put_disk;
+	pr_info("%s: %llu sectors, chunk %u KiB\n", disk->disk_name,
+		(unsigned long long)area->capacity,
+		1U << (area->chunk_shift + SECTOR_SHIFT - 10));
+	return image;
+
+out_put_disk:
+	put_disk(disk);
+out_free_minor:
+	ida_free(&image_ida, minor);
+out_free:
+	kfree(image);
+	return ERR_PTR(ret);
+}
+
+void snapimage_free(struct snapimage *image)
+{
+	int minor = image->disk->first_minor;
+
+	del_gendisk(image->disk);
+	/* No new bios now; serve those already queued. */
+	flush_work(&image->work);
+	put_disk(image->disk);
+	ida_free(&image_ida, minor);
+	kfree(image);
+}
+
+const char *snapimage_name(struct snapimage *image)
+{
+	return image->disk->disk_name;
+}
+
+int snapimage_init(void)
+{
+	image_major = register_blkdev(0, "blksnap");
+	return image_major < 0 ? image_major : 0;
+}
+
+void snapimage_done(void)
+{
+	unregister_blkdev(image_major, "blksnap");
+	ida_destroy(&image_ida);
+}

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef __BLKSNAP_SNAPIMAGE_H
+#define __BLKSNAP_SNAPIMAGE_H
+
+struct diff_area;
+struct snapimage;
+
+int snapimage_init(void);
+void snapimage_done(void);
+struct snapimage *snapimage_create(struct diff_area *area);
+void snapimage_free(struct snapimage *image);
+const char *snapimage_name(struct snapimage *image);
+
+#endif /* __BLKSNAP_SNAPIMAGE_H */

@@ -1,0 +1,444 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Snapshots: a set of devices taken at one instant, sharing a difference
+ * storage and an event queue.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-snapshot: " fmt
+
+#include <linux/blkdev.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include "cbt_map.h"
+#include "diff_area.h"
+#include "diff_storage.h"
+#include "event_queue.h"
+#include "snapimage.h"
+#include "snapshot.h"
+#include "tracker.h"
+
+/**
+ * struct snapshot_member - one device of a snapshot
+ * @link:	in snapshot.members
+ * @tracker:	the device's filter (a reference is held)
+ * @area:	copy-on-write state, from the take on
+ * @image:	the image device, from the take on
+ */
+struct snapshot_member {
+	struct list_head link;
+	struct tracker *tracker;
+	struct diff_area *area;
+	struct snapimage *image;
+};
+
+/**
+ * struct snapshot - a set of devices snapshotted together
+ * @link:	in snapshots
+ * @kref:	the list's reference, plus one per event waiter
+ * @id:		the id user space knows it by
+ * @members:	struct snapshot_member, guarded by snapshots_lock
+ * @is_taken:	guarded by snapshots_lock
+ * @error:	first error that corrupted the snapshot, 0 while sound
+ * @storage:	difference storage, from create to destroy
+ * @events:	events for IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT
+ */
+struct snapshot {
+	struct list_head link;
+	struct kref kref;
+	uuid_t id;
+	struct list_head members;
+	bool is_taken;
+	atomic_t error;
+	struct diff_storage *storage;
+	struct event_queue events;
+};
+
+/*
+ * Guards the list of snapshots, their membership and take state, and
+ * tracker.snapshot/bdev. Lock order: the filter lock (block layer or
+ * intercept_ftrace.c) before snapshots_lock. Never held around
+ * del_gendisk(), which takes the filter lock on stock kernels.
+ */
+static DEFINE_MUTEX(snapshots_lock);
+static LIST_HEAD(snapshots);
+
+static void snapshot_release(struct kref *kref)
+{
+	struct snapshot *snapshot = container_of(kref, struct snapshot, kref);
+
+	event_queue_done(&snapshot->events);
+	kfree(snapshot);
+}
+
+static struct snapshot *snapshot_find_locked(const uuid_t *id)
+{
+	struct snapshot *snapshot;
+
+	list_for_each_entry(snapshot, &snapshots, link)
+		if (uuid_equal(&snapshot->id, id))
+			return snapshot;
+	return NULL;
+}
+
+int snapshot_error(struct snapshot *snapshot)
+{
+	return atomic_read(&snapshot->error);
+}
+
+/* Mark the snapshot corrupted (first error wins) and tell user space. */
+void snapshot_set_error(struct snapshot *snapshot, dev_t dev, int error)
+{
+	struct blksnap_event_corrupted data = {
+		.dev_id_mj = MAJOR(dev),
+		.dev_id_mn = MINOR(dev),
+		.err_code = error,
+	};
+
+	if (atomic_cmpxchg(&snapshot->error, 0, error))
+		return;
+	pr_err("snapshot %pUb corrupted by device %u:%u: error %d\n",
+	       &snapshot->id, MAJOR(dev), MINOR(dev), error);
+	event_gen(&snapshot->events, GFP_NOIO, blksnap_event_code_corrupted,
+		  &data, sizeof(data));
+}
+
+int snapshot_create(const char *path, sector_t limit, uuid_t *id)
+{
+	struct snapshot *snapshot;
+	int ret;
+
+	snapshot = kzalloc(sizeof(*snapshot), GFP_KERNEL);
+	if (!snapshot)
+		return -ENOMEM;
+	kref_init(&snapshot->kref);
+	INIT_LIST_HEAD(&snapshot->members);
+	atomic_set(&snapshot->error, 0);
+	event_queue_init(&snapshot->events);
+	uuid_gen(&snapshot->id);
+
+	snapshot->storage = diff_storage_open(path, limit, &snapshot->events);
+	if (IS_ERR(snapshot->storage)) {
+		ret = PTR_ERR(snapshot->storage);
+		kfree(snapshot);
+		return ret;
+	}
+
+	mutex_lock(&snapshots_lock);
+	list_add_tail(&snapshot->link, &snapshots);
+	mutex_unlock(&snapshots_lock);
+	*id = snapshot->id;
+	pr_info("snapshot %pUb created\n", id);
+	return 0;
+}
+
+int snapshot_destroy(const uuid_t *id)
+{
+	struct snapshot_member *member, *next;
+	struct snapshot *snapshot;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = snapshot_find_locked(id);
+	if (!snapshot) {
+		mutex_unlock(&snapshots_lock);
+		return -ENOENT;
+	}
+	list_del(&snapshot->link);
+	/* Copy-on-write stops at one instant for all devices. */
+	percpu_down_write(&tracker_switch_sem);
+	list_for_each_entry(member, &snapshot->members, link)
+		if (member->tracker->diff_area == member->area)
+			member->tracker->diff_area = NULL;
+	percpu_up_write(&tracker_switch_sem);
+	list_for_each_entry(member, &snapshot->members, link)
+		member->tracker->snapshot = NULL;
+	mutex_unlock(&snapshots_lock);
+
+	event_queue_close(&snapshot->events);
+	list_for_each_entry_safe(member, next, &snapshot->members, link) {
+		list_del(&member->link);
+		if (member->image)
+			snapimage_free(member->image);
+		if (member->area)
+			diff_area_free(member->area);
+		tracker_put(member->tracker);
+		kfree(member);
+	}
+	diff_storage_close(snapshot->storage);
+	pr_info("snapshot %pUb destroyed\n", id);
+	kref_put(&snapshot->kref, snapshot_release);
+	return 0;
+}
+
+/* Called with snapshots_lock held. */
+static void free_areas_locked(struct snapshot *snapshot)
+{
+	struct snapshot_member *member;
+
+	list_for_each_entry(member, &snapshot->members, link) {
+		if (member->area) {
+			diff_area_free(member->area);
+			member->area = NULL;
+		}
+	}
+}
+
+/* Called with snapshots_lock held; writes are held off by the caller. */
+static void switch_locked(struct snapshot *snapshot)
+{
+	struct snapshot_member *member;
+
+	list_for_each_entry(member, &snapshot->members, link) {
+		cbt_map_switch(member->tracker->cbt_map);
+		member->tracker->diff_area = member->area;
+	}
+	snapshot->is_taken = true;
+}
+
+int snapshot_take(const uuid_t *id)
+{
+	struct snapshot_member *member, *failed = NULL;
+	struct snapshot *snapshot;
+	int ret = 0;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = snapshot_find_locked(id);
+	if (!snapshot) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (snapshot->is_taken) {
+		ret = -EALREADY;
+		goto out_unlock;
+	}
+	if (list_empty(&snapshot->members)) {
+		ret = -ENODEV;
+		goto out_unlock;
+	}
+	list_for_each_entry(member, &snapshot->members, link) {
+		struct diff_area *area;
+
+		if (!member->tracker->bdev) {
+			ret = -ENODEV;
+			goto out_free_areas;
+		}
+		area = diff_area_new(snapshot, member->tracker,
+				     snapshot->storage);
+		if (IS_ERR(area)) {
+			ret = PTR_ERR(area);
+			goto out_free_areas;
+		}
+		member->area = area;
+	}
+
+	/* File systems on the devices flush and stop writing. */
+	list_for_each_entry(member, &snapshot->members, link) {
+		ret = freeze_bdev(member->tracker->bdev);
+		if (ret) {
+			pr_err("cannot freeze %pg: %d\n", member->tracker->bdev,
+			       ret);
+			failed = member;
+			break;
+		}
+	}
+	if (!ret) {
+		/* No write passes any filter while the devices switch. */
+		percpu_down_write(&tracker_switch_sem);
+		switch_locked(snapshot);
+		percpu_up_write(&tracker_switch_sem);
+	}
+	list_for_each_entry(member, &snapshot->members, link) {
+		if (member == failed)
+			break;
+		thaw_bdev(member->tracker->bdev);
+	}
+	if (ret)
+		goto out_free_areas;
+
+	/*
+	 * Copy-on-write runs from here on. An image that cannot be made
+	 * leaves the snapshot corrupted rather than undoing the take, which
+	 * would mean deleting disks under snapshots_lock.
+	 */
+	list_for_each_entry(member, &snapshot->members, link) {
+		struct snapimage *image = snapimage_create(member->area);
+
+		if (IS_ERR(image)) {
+			snapshot_set_error(snapshot, member->tracker->dev,
+					   PTR_ERR(image));
+			continue;
+		}
+		member->image = image;
+	}
+	pr_info("snapshot %pUb taken\n", id);
+	goto out_unlock;
+
+out_free_areas:
+	free_areas_locked(snapshot);
+out_unlock:
+	mutex_unlock(&snapshots_lock);
+	return ret;
+}
+
+int snapshot_collect(unsigned int *count, struct blksnap_uuid __user *ids)
+{
+	struct snapshot *snapshot;
+	unsigned int n = 0;
+	int ret = 0;
+
+	mutex_lock(&snapshots_lock);
+	list_for_each_entry(snapshot, &snapshots, link)
+		n++;
+	if (ids && *count < n) {
+		ret = -ENODATA;
+	} else if (ids) {
+		unsigned int i = 0;
+
+		list_for_each_entry(snapshot, &snapshots, link) {
+			if (copy_to_user(ids[i].b, snapshot->id.b,
+					 sizeof(ids[i].b))) {
+				ret = -EFAULT;
+				break;
+			}
+			i++;
+		}
+	}
+	mutex_unlock(&snapshots_lock);
+	*count = n;
+	return ret;
+}
+
+int snapshot_wait_event(const uuid_t *id, unsigned int timeout_ms,
+			struct blksnap_snapshot_event *out)
+{
+	struct snapshot *snapshot;
+	struct event *event;
+	int ret = 0;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = snapshot_find_locked(id);
+	if (snapshot)
+		kref_get(&snapshot->kref);
+	mutex_unlock(&snapshots_lock);
+	if (!snapshot)
+		return -ESRCH;
+
+	event = event_wait(&snapshot->events, timeout_ms);
+	if (IS_ERR(event)) {
+		ret = PTR_ERR(event);
+	} else {
+		out->code = event->code;
+		out->time_label = ktime_to_ns(event->time);
+		memcpy(out->data, event->data,
+		       min_t(size_t, event->data_size, sizeof(out->data)));
+		event_free(event);
+	}
+	kref_put(&snapshot->kref, snapshot_release);
+	return ret;
+}
+
+/* Module unload: no device can be attached any more. */
+void snapshot_done(void)
+{
+	struct snapshot *snapshot;
+	uuid_t id;
+
+	for (;;) {
+		mutex_lock(&snapshots_lock);
+		snapshot = list_first_entry_or_null(&snapshots, struct snapshot,
+						    link);
+		if (snapshot)
+			id = snapshot->id;
+		mutex_unlock(&snapshots_lock);
+		if (!snapshot)
+			break;
+		snapshot_destroy(&id);
+	}
+}
+
+int snapshot_add_device(const uuid_t *id, struct tracker *tracker)
+{
+	struct snapshot_member *member;
+	struct snapshot *snapshot;
+	int ret = 0;
+
+	member = kzalloc(sizeof(*member), GFP_KERNEL);
+	if (!member)
+		return -ENOMEM;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = snapshot_find_locked(id);
+	if (!snapshot)
+		ret = -ENOENT;
+	else if (tracker->snapshot == snapshot)
+		ret = -EALREADY;
+	else if (tracker->snapshot || snapshot->is_taken)
+		ret = -EBUSY;
+	else if (!tracker->bdev)
+		ret = -ENODEV;
+	else if (diff_storage_on_device(snapshot->storage, tracker->bdev))
+		ret = -EINVAL;
+	if (ret) {
+		mutex_unlock(&snapshots_lock);
+		kfree(member);
+		return ret;
+	}
+	tracker_get(tracker);
+	member->tracker = tracker;
+	list_add_tail(&member->link, &snapshot->members);
+	tracker->snapshot = snapshot;
+	mutex_unlock(&snapshots_lock);
+	pr_info("device %u:%u added to snapshot %pUb\n", MAJOR(tracker->dev),
+		MINOR(tracker->dev), id);
+	return 0;
+}
+
+int snapshot_device_info(struct tracker *tracker,
+			 struct blksnap_snapshotinfo *info)
+{
+	struct snapshot_member *member;
+	struct snapshot *snapshot;
+	int ret = -ENODEV;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = tracker->snapshot;
+	if (snapshot) {
+		info->error_code = snapshot_error(snapshot);
+		list_for_each_entry(member, &snapshot->members, link) {
+			if (member->tracker == tracker && member->image)
+				strscpy(info->image,
+					snapimage_name(member->image),
+					sizeof(info->image));
+		}
+		ret = 0;
+	}
+	mutex_unlock(&snapshots_lock);
+	return ret;
+}
+
+/* The filter is going away; called under the filter lock. */
+void snapshot_tracker_detached(struct tracker *tracker)
+{
+	struct snapshot_member *member;
+	struct snapshot *snapshot;
+
+	mutex_lock(&snapshots_lock);
+	snapshot = tracker->snapshot;
+	if (snapshot && snapshot->is_taken) {
+		/* The snapshot can no longer see writes: it is lost. */
+		percpu_down_write(&tracker_switch_sem);
+		tracker->diff_area = NULL;
+		percpu_up_write(&tracker_switch_sem);
+		snapshot_set_error(snapshot, tracker->dev, -ENODEV);
+	} else if (snapshot) {
+		list_for_each_entry(member, &snapshot->members, link) {
+			if (member->tracker == tracker) {
+				list_del(&member->link);
+				kfree(member);
+				tracker_put(tracker);
+				break;
+			}
+		}
+		tracker->snapshot = NULL;
+	}
+	tracker->bdev = NULL;
+	mutex_unlock(&snapshots_lock);
+}

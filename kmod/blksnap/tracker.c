@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tracker: the blksnap block-device filter. Marks written blocks in the
+ * CBT map, passes writes to copy-on-write while a snapshot is taken, and
+ * serves the BLKFILTER_CTL commands.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME "-tracker: " fmt
+
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include "../include/uapi/linux/blksnap.h"
+#include "cbt_map.h"
+#include "diff_area.h"
+#include "snapshot.h"
+#include "tracker.h"
+
+DEFINE_PERCPU_RWSEM(tracker_switch_sem);
+
+/* Most ranges one CBTDIRTY command may carry. */
+#define CBTDIRTY_MAX_RANGES	65536
+
+static void tracker_release(struct kref *kref)
+{
+	struct tracker *tracker = container_of(kref, struct tracker, kref);
+
+	cbt_map_destroy(tracker->cbt_map);
+	kfree(tracker);
+}
+
+void tracker_get(struct tracker *tracker)
+{
+	kref_get(&tracker->kref);
+}
+
+void tracker_put(struct tracker *tracker)
+{
+	kref_put(&tracker->kref, tracker_release);
+}
+
+static inline struct tracker *to_tracker(struct blkfilter *flt)
+{
+	return container_of(flt, struct tracker, filter);
+}
+
+static bool tracker_submit_bio(struct bio *bio)
+{
+	struct tracker *tracker = to_tracker(blksnap_bio_filter(bio));
+	struct diff_area *area;
+	bool taken = false;
+
+	if (!op_is_write(bio_op(bio)) || !bio_sectors(bio))
+		return false;
+
+	if (bio->bi_opf & REQ_NOWAIT) {
+		if (!percpu_down_read_trylock(&tracker_switch_sem)) {
+			bio_wouldblock_error(bio);
+			return true;
+		}
+	} else {
+		percpu_down_read(&tracker_switch_sem);
+	}
+	cbt_map_mark(tracker->cbt_map, bio->bi_iter.bi_sector,
+		     bio_sectors(bio));
+	area = tracker->diff_area;
+	if (area)
+		taken = diff_area_cow(area, bio);
+	percpu_up_read(&tracker_switch_sem);
+	return taken;
+}
+
+static struct blkfilter_operations tracker_ops;
+
+static struct blkfilter *tracker_attach(struct block_device *bdev)
+{
+	struct tracker *tracker;
+	int ret;
+
+	tracker = kzalloc(sizeof(*tracker), GFP_KERNEL);
+	if (!tracker)
+		return ERR_PTR(-ENOMEM);
+	tracker->cbt_map = cbt_map_create(bdev);
+	if (IS_ERR(tracker->cbt_map)) {
+		ret = PTR_ERR(tracker->cbt_map);
+		kfree(tracker);
+		return ERR_PTR(ret);
+	}
+	kref_init(&tracker->kref);
+	tracker->filter.ops = &tracker_ops;
+	tracker->dev = bdev->bd_dev;
+	tracker->bdev = bdev;
+	pr_info("attached to %pg (%u:%u), CBT block %u bytes x %lu\n", bdev,
+		MAJOR(tracker->dev), MINOR(tracker->dev),
+		cbt_map_block_size(tracker->cbt_map),
+		tracker->cbt_map->blk_count);
+	return &tracker->filter;
+}
+
+static void tracker_detach(struct blkfilter *flt)
+{
+	struct tracker *tracker = to_tracker(flt);
+
+	snapshot_tracker_detached(tracker);
+	pr_info("detached from %u:%u\n", MAJOR(tracker->dev),
+		MINOR(tracker->dev));
+	tracker_put(tracker);
+}
+
+static int ctl_cbtinfo(struct tracker *tracker, __u8 __user *buf, __u32 *plen)
+{
+	struct cbt_map *map = tracker->cbt_map;
+	struct blksnap_cbtinfo arg = {};
+	unsigned long flags;
+
+	if (*plen < sizeof(arg))
+		return -EINVAL;
+	spin_lock_irqsave(&map->lock, flags);
+	arg.device_capacity = map->capacity;
+	arg.block_size = cbt_map_block_size(map);
+	arg.block_count = map->blk_count;
+	export_uuid(arg.generation_id.b, &map->generation_id);
+	arg.changes_number = map->number_previous;
+	spin_unlock_irqrestore(&map->lock, flags);
+
+	if (copy_to_user(buf, &arg, sizeof(arg)))
+		return -EFAULT;
+	*plen = sizeof(arg);
+	return 0;
+}
+
+static int ctl_cbtmap(struct tracker *tracker, __u8 __user *buf, __u32 *plen)
+{
+	struct blksnap_cbtmap arg;
+
+	if (*plen < sizeof(arg))
+		return -EINVAL;
+	if (copy_from_user(&arg, buf, sizeof(arg)))
+		return -EFAULT;
+	return cbt_map_copy_frozen(tracker->cbt_map, arg.offset, arg.length,
+				   u64_to_user_ptr(arg.buffer));
+}
+
+static int ctl_cbtdirty(struct tracker *tracker, __u8 __user *buf,
+			__u32 *plen)
+{
+	struct cbt_map *map = tracker->cbt_map;
+	struct blksnap_cbtdirty arg;
+	struct blksnap_sectors *ranges;
+	unsigned int i;
+	int ret = 0;
+
+	if (*plen < sizeof(arg))
+		return -EINVAL;
+	if (copy_from_user(&arg, buf, sizeof(arg)))
+		return -EFAULT;
+	if (!arg.count)
+		return 0;
+	if (arg.count > CBTDIRTY_MAX_RANGES)
+		return -E2BIG;
+	ranges = memdup_user(u64_to_user_ptr(arg.dirty_sectors),
+			     array_size(arg.count, sizeof(*ranges)));
+	if (IS_ERR(ranges))
+		return PTR_ERR(ranges);
+	/* Check every range before marking any. */
+	for (i = 0; i < arg.count; i++) {
+		if (ranges[i].offset >= map->capacity ||
+		    ranges[i].count > map->capacity - ranges[i].offset) {
+			ret = -ERANGE;
+			goto out_free;
+		}
+	}
+	for (i = 0; i < arg.count; i++)
+		cbt_map_mark_both(map, ranges[i].offset, ranges[i].count);
+out_free:
+	kfree(ranges);
+	return ret;
+}
+
+static int ctl_snapshotadd(struct tracker *tracker, __u8 __user *buf,
+			   __u32 *plen)
+{
+	struct blksnap_snapshotadd arg;
+	uuid_t id;
+
+	if (*plen < sizeof(arg))
+		return -EINVAL;
+	if (copy_from_user(&arg, buf, sizeof(arg)))
+		return -EFAULT;
+	import_uuid(&id, arg.id.b);
+	return snapshot_add_device(&id, tracker);
+}
+
+static int ctl_snapshotinfo(struct tracker *tracker, __u8 __user *buf,
+			    __u32 *plen)
+{
+	struct blksnap_snapshotinfo arg = {};
+	int ret;
+
+	if (*plen < sizeof(arg))
+		return -EINVAL;
+	ret = snapshot_device_info(tracker, &arg);
+	if (ret)
+		return ret;
+	if (copy_to_user(buf, &arg, sizeof(arg)))
+		return -EFAULT;
+	*plen = sizeof(arg);
+	return 0;
+}
+
+static int tracker_ctl(struct blkfilter *flt, const unsigned int cmd,
+		       __u8 __user *buf, __u32 *plen)
+{
+	struct tracker *tracker = to_tracker(flt);
+
+	switch (cmd) {
+	case blkfilter_ctl_blksnap_cbtinfo:
+		return ctl_cbtinfo(tracker, buf, plen);
+	case blkfilter_ctl_blksnap_cbtmap:
+		return ctl_cbtmap(tracker, buf, plen);
+	case blkfilter_ctl_blksnap_cbtdirty:
+		return ctl_cbtdirty(tracker, buf, plen);
+	case blkfilter_ctl_blksnap_snapshotadd:
+		return ctl_snapshotadd(tracker, buf, plen);
+	case blkfilter_ctl_blksnap_snapshotinfo:
+		return ctl_snapshotinfo(tracker, buf, plen);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static struct blkfilter_operations tracker_ops = {
+	.owner = THIS_MODULE,
+	.name = BLKSNAP_FILTER_NAME,
+	.attach = tracker_attach,
+	.detach = tracker_detach,
+	.ctl = tracker_ctl,
+	.submit_bio = tracker_submit_bio,
+};
+
+int tracker_init(void)
+{
+	return blksnap_intercept_init(&tracker_ops);
+}
+
+void tracker_done(void)
+{
+	blksnap_intercept_exit(&tracker_ops);
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef __BLKSNAP_TRACKER_H
+#define __BLKSNAP_TRACKER_H
+
+#include <linux/kref.h>
+#include <linux/percpu-rwsem.h>
+#include "filter.h"
+
+struct cbt_map;
+struct diff_area;
+struct snapshot;
+
+/**
+ * struct tracker - the blksnap filter of one block device
+ * @filter:	what the block layer (or intercept_ftrace.c) knows of us
+ * @kref:	the filter's reference, plus one per snapshot and diff_area
+ * @dev:	the device number
+ * @cbt_map:	change block tracking, from attach to the last put
+ * @bdev:	the device while the filter is attached, NULL after detach;
+ *		guarded by snapshots_lock (snapshot.c)
+ * @snapshot:	the snapshot the device was added to, or NULL; guarded by
+ *		snapshots_lock
+ * @diff_area:	copy-on-write state while a snapshot is taken; written with
+ *		tracker_switch_sem held for writing, read in the bio path
+ *		with it held for reading
+ */
+struct tracker {
+	struct blkfilter filter;
+	struct kref kref;
+	dev_t dev;
+	struct cbt_map *cbt_map;
+	struct block_device *bdev;
+	struct snapshot *snapshot;
+	struct diff_area *diff_area;
+};
+
+/*
+ * Held for reading by every write passing the filters, for writing while a
+ * snapshot is taken or dropped: the switch happens at one instant for all
+ * devices of a snapshot.
+ */
+extern struct percpu_rw_semaphore tracker_switch_sem;
+
+int tracker_init(void);
+void tracker_done(void);
+void tracker_get(struct tracker *tracker);
+void tracker_put(struct tracker *tracker);
+
+#endif /* __BLKSNAP_TRACKER_H */
