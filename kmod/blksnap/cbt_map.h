@@ -24,7 +24,7 @@
  * number would pass 255 the map is cleared and a new generation begins.
  */
 struct cbt_map {
-	spinlock_t lock;
+	spinlock_t lock;	/* guards the members below it */
 	unsigned int blk_shift;
 	unsigned long blk_count;
 	sector_t capacity;

@@ -17,7 +17,7 @@
 #include "chunk.h"
 #include "diff_area.h"
 #include "diff_storage.h"
-#include "filter.h"
+#include "intercept.h"
 #include "params.h"
 #include "snapshot.h"
 #include "tracker.h"

@@ -53,7 +53,7 @@ struct diff_area {
 	struct rw_semaphore stripes[DIFF_AREA_STRIPES];
 	struct diff_buffer_pool pool;
 
-	spinlock_t cow_lock;
+	spinlock_t cow_lock;	/* guards cow_bios */
 	struct bio_list cow_bios;
 	struct work_struct cow_work;
 	bool stopping;

@@ -27,7 +27,7 @@ struct diff_buffer {
  * @nr_pages:	pages per buffer (the chunk size)
  */
 struct diff_buffer_pool {
-	spinlock_t lock;
+	spinlock_t lock;	/* guards free and count */
 	struct list_head free;
 	unsigned int count;
 	unsigned int limit;

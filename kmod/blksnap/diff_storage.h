@@ -28,7 +28,7 @@ struct diff_storage {
 	bool is_blkdev;
 	struct event_queue *events;
 
-	struct mutex lock;
+	struct mutex lock;	/* guards capacity, filled, limit, overflowed */
 	sector_t capacity;
 	sector_t filled;
 	sector_t limit;

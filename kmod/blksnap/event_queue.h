@@ -31,7 +31,7 @@ struct event {
  * @wait:	waiters for a new event or @closed
  */
 struct event_queue {
-	spinlock_t lock;
+	spinlock_t lock;	/* guards list and closed */
 	struct list_head list;
 	bool closed;
 	wait_queue_head_t wait;

@@ -36,7 +36,7 @@
 #include <linux/wait_bit.h>
 #include <linux/xarray.h>
 #include "../include/uapi/linux/blk-filter.h"
-#include "filter.h"
+#include "intercept.h"
 
 #define X86_ENDBR64	0xfa1e0ff3U	/* f3 0f 1e fa, little endian */
 
@@ -396,7 +396,7 @@ static int hook_install(struct hook *hook)
 		       (void *)addr);
 		return -EINVAL;
 	}
-	BUILD_BUG_ON(MCOUNT_INSN_SIZE != sizeof(insn));
+	BUILD_BUG_ON(sizeof(insn) != MCOUNT_INSN_SIZE);
 	hook->site = addr;
 	hook->orig = addr + MCOUNT_INSN_SIZE;
 	hook->ops.func = hook_callback;

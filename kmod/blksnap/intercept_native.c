@@ -4,7 +4,7 @@
  * layer serves BLKFILTER_ATTACH/DETACH/CTL and calls the filter for every
  * bio; the module only registers its operations.
  */
-#include "filter.h"
+#include "intercept.h"
 
 int blksnap_intercept_init(struct blkfilter_operations *ops)
 {

@@ -31,7 +31,7 @@
 struct snapimage {
 	struct diff_area *area;
 	struct gendisk *disk;
-	spinlock_t lock;
+	spinlock_t lock;	/* guards bios */
 	struct bio_list bios;
 	struct work_struct work;
 	struct bio_vec bvec[IMAGE_BVECS];

@@ -4,7 +4,7 @@
 
 #include <linux/kref.h>
 #include <linux/percpu-rwsem.h>
-#include "filter.h"
+#include "intercept.h"
 
 struct cbt_map;
 struct diff_area;

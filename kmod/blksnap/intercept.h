@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-#ifndef __BLKSNAP_FILTER_H
-#define __BLKSNAP_FILTER_H
+#ifndef __BLKSNAP_INTERCEPT_H
+#define __BLKSNAP_INTERCEPT_H
 
 /*
  * The block-device filter API the module is written against.
@@ -55,4 +55,4 @@ void blksnap_intercept_exit(struct blkfilter_operations *ops);
 /* Submit a bio to a filtered device without passing it to the filter. */
 void blksnap_submit_bio_bypass(struct bio *bio);
 
-#endif /* __BLKSNAP_FILTER_H */
+#endif /* __BLKSNAP_INTERCEPT_H */
