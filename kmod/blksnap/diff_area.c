@@ -103,8 +103,8 @@ static struct bio *cow_pop(struct diff_area *area)
 
 static void cow_work_fn(struct work_struct *work)
 {
-	struct diff_area *area = container_of(work, struct diff_area,
-					      cow_work);
+	struct diff_area *area = container_of(work, struct cow_worker,
+					      work)->area;
 	unsigned int noio = memalloc_noio_save();
 	struct bio *bio;
 
@@ -137,7 +137,9 @@ bool diff_area_cow(struct diff_area *area, struct bio *bio)
 	spin_lock_irqsave(&area->cow_lock, flags);
 	bio_list_add(&area->cow_bios, bio);
 	spin_unlock_irqrestore(&area->cow_lock, flags);
-	queue_work(blksnap_wq, &area->cow_work);
+	queue_work(blksnap_wq, &area->cow_work[(unsigned int)
+		   atomic_inc_return(&area->cow_next) %
+		   DIFF_AREA_COW_WORKERS].work);
 	return true;
 }
 
@@ -233,7 +235,10 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 			      free_diff_buffer_pool_size);
 	spin_lock_init(&area->cow_lock);
 	bio_list_init(&area->cow_bios);
-	INIT_WORK(&area->cow_work, cow_work_fn);
+	for (i = 0; i < DIFF_AREA_COW_WORKERS; i++) {
+		area->cow_work[i].area = area;
+		INIT_WORK(&area->cow_work[i].work, cow_work_fn);
+	}
 	return area;
 
 out_put_bdev:
@@ -248,9 +253,11 @@ void diff_area_free(struct diff_area *area)
 {
 	struct chunk *chunk;
 	unsigned long nr;
+	int i;
 
 	WRITE_ONCE(area->stopping, true);
-	flush_work(&area->cow_work);
+	for (i = 0; i < DIFF_AREA_COW_WORKERS; i++)
+		flush_work(&area->cow_work[i].work);
 	xa_for_each(&area->chunks, nr, chunk)
 		chunk_free(chunk);
 	xa_destroy(&area->chunks);

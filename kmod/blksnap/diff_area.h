@@ -9,12 +9,21 @@
 #include <linux/xarray.h>
 #include "diff_buffer.h"
 
+struct diff_area;
 struct diff_storage;
 struct snapshot;
 struct tracker;
 
+/* One worker serving diff_area.cow_bios. */
+struct cow_worker {
+	struct work_struct work;
+	struct diff_area *area;
+};
+
 /* Chunks are hashed onto this many locks (see diff_area.stripes). */
 #define DIFF_AREA_STRIPES	64
+/* Workers copying chunks for held origin writes, per device. */
+#define DIFF_AREA_COW_WORKERS	4
 
 /**
  * struct diff_area - copy-on-write state of one device in a taken snapshot
@@ -37,7 +46,9 @@ struct tracker;
  * @pool:	buffers for chunk copies
  * @cow_lock:	guards @cow_bios
  * @cow_bios:	origin writes held until their chunks are copied
- * @cow_work:	copies the chunks of @cow_bios, then resubmits them
+ * @cow_next:	which of @cow_work to wake next
+ * @cow_work:	copy the chunks of @cow_bios, then resubmit them; several,
+ *		so that writes to different chunks are copied in parallel
  * @stopping:	the snapshot is being destroyed: resubmit without copying
  */
 struct diff_area {
@@ -55,7 +66,8 @@ struct diff_area {
 
 	spinlock_t cow_lock;	/* guards cow_bios */
 	struct bio_list cow_bios;
-	struct work_struct cow_work;
+	atomic_t cow_next;
+	struct cow_worker cow_work[DIFF_AREA_COW_WORKERS];
 	bool stopping;
 };
 

@@ -45,6 +45,10 @@ struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 	sector_t size;
 	int ret;
 
+	if (!limit) {
+		pr_err("'%s': the storage limit must not be 0\n", path);
+		return ERR_PTR(-EINVAL);
+	}
 	storage = kzalloc(sizeof(*storage), GFP_KERNEL);
 	if (!storage)
 		return ERR_PTR(-ENOMEM);
@@ -61,23 +65,16 @@ struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 	size = i_size_read(storage->file->f_mapping->host) >> SECTOR_SHIFT;
 	if (storage->is_blkdev) {
 		storage->bdev = I_BDEV(storage->file->f_mapping->host);
-		/* A device is used whole: the limit only caps it. */
-		storage->capacity = limit ? min(size, limit) : size;
+		/* A device does not grow: the limit caps the part used. */
+		storage->capacity = min(size, limit);
 		storage->limit = storage->capacity;
 	} else {
 		storage->bdev = inode->i_sb->s_bdev;
 		storage->capacity = size;
 		storage->limit = max(size, limit);
 	}
-	if (!storage->limit) {
-		pr_err("'%s': no room and no limit to grow to\n", path);
-		ret = -EINVAL;
-		goto out_close;
-	}
 	return storage;
 
-out_close:
-	filp_close(storage->file, NULL);
 out_free:
 	kfree(storage);
 	return ERR_PTR(ret);

@@ -41,6 +41,12 @@ struct blkfilter_operations {
 	int (*ctl)(struct blkfilter *flt, const unsigned int cmd,
 		   __u8 __user *buf, __u32 *plen);
 	bool (*submit_bio)(struct bio *bio);
+	/*
+	 * Stock kernels only (the patched API has no equivalent yet): may
+	 * BLKFILTER_DETACH detach now? 0 or a negative errno such as -EBUSY.
+	 * Removal of the device detaches regardless.
+	 */
+	int (*may_detach)(struct blkfilter *flt);
 };
 
 /* The filter of bio->bi_bdev; valid inside ops->submit_bio() only. */

@@ -291,10 +291,12 @@ static int filter_detach(struct block_device *bdev,
 
 	mutex_lock(&filters_lock);
 	af = xa_load(&filters, bdev->bd_dev);
-	if (af)
-		detach_locked(af);
-	else
+	if (!af)
 		ret = -ENOENT;
+	else if (filter_ops->may_detach)
+		ret = filter_ops->may_detach(af->flt);
+	if (!ret)
+		detach_locked(af);
 	mutex_unlock(&filters_lock);
 	return ret;
 }

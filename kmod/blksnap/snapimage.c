@@ -18,31 +18,48 @@
 
 /* Segments gathered into one diff_area_image_io() call. */
 #define IMAGE_BVECS	256
+/* Workers per image: reads of different chunks proceed in parallel. */
+#define IMAGE_WORKERS	4
+
+struct snapimage;
+
+/**
+ * struct image_worker - serves the bios of an image
+ * @work:	the work item
+ * @image:	its image
+ * @bvec:	scratch for this worker only
+ */
+struct image_worker {
+	struct work_struct work;
+	struct snapimage *image;
+	struct bio_vec bvec[IMAGE_BVECS];
+};
 
 /**
  * struct snapimage - the block device showing one device of a snapshot
  * @area:	copy-on-write state it reads and writes
  * @disk:	the block device
  * @lock:	guards @bios
- * @bios:	bios waiting for @work
- * @work:	serves @bios one by one
- * @bvec:	scratch for @work only
+ * @bios:	bios waiting for a worker
+ * @next:	the worker to wake next
+ * @workers:	serve @bios
  */
 struct snapimage {
 	struct diff_area *area;
 	struct gendisk *disk;
 	spinlock_t lock;	/* guards bios */
 	struct bio_list bios;
-	struct work_struct work;
-	struct bio_vec bvec[IMAGE_BVECS];
+	atomic_t next;
+	struct image_worker workers[IMAGE_WORKERS];
 };
 
 static int image_major;
 static DEFINE_IDA(image_ida);
 
-static int image_serve(struct snapimage *image, struct bio *bio, bool write)
+static int image_serve(struct image_worker *worker, struct bio *bio,
+		       bool write)
 {
-	struct diff_area *area = image->area;
+	struct diff_area *area = worker->image->area;
 	struct bvec_iter iter = bio->bi_iter;
 	int ret = 0;
 
@@ -60,26 +77,26 @@ static int image_serve(struct snapimage *image, struct bio *bio, bool write)
 			struct bio_vec bv = bio_iter_iovec(bio, iter);
 
 			bv.bv_len = min_t(size_t, bv.bv_len, room - bytes);
-			image->bvec[n++] = bv;
+			worker->bvec[n++] = bv;
 			bytes += bv.bv_len;
 			bio_advance_iter_single(bio, &iter, bv.bv_len);
 		}
-		ret = diff_area_image_io(area, write, sector, image->bvec, n,
+		ret = diff_area_image_io(area, write, sector, worker->bvec, n,
 					 bytes);
 	}
 	return ret;
 }
 
-static void image_process(struct snapimage *image, struct bio *bio)
+static void image_process(struct image_worker *worker, struct bio *bio)
 {
 	int ret;
 
 	switch (bio_op(bio)) {
 	case REQ_OP_READ:
-		ret = image_serve(image, bio, false);
+		ret = image_serve(worker, bio, false);
 		break;
 	case REQ_OP_WRITE:
-		ret = image_serve(image, bio, true);
+		ret = image_serve(worker, bio, true);
 		break;
 	case REQ_OP_FLUSH:
 		/* The image is not persistent: nothing to make durable. */
@@ -95,7 +112,9 @@ static void image_process(struct snapimage *image, struct bio *bio)
 
 static void image_work_fn(struct work_struct *work)
 {
-	struct snapimage *image = container_of(work, struct snapimage, work);
+	struct image_worker *worker = container_of(work, struct image_worker,
+						   work);
+	struct snapimage *image = worker->image;
 	unsigned int noio = memalloc_noio_save();
 	unsigned long flags;
 	struct bio *bio;
@@ -106,7 +125,7 @@ static void image_work_fn(struct work_struct *work)
 		spin_unlock_irqrestore(&image->lock, flags);
 		if (!bio)
 			break;
-		image_process(image, bio);
+		image_process(worker, bio);
 		cond_resched();
 	}
 	memalloc_noio_restore(noio);
@@ -120,7 +139,8 @@ static void snapimage_submit_bio(struct bio *bio)
 	spin_lock_irqsave(&image->lock, flags);
 	bio_list_add(&image->bios, bio);
 	spin_unlock_irqrestore(&image->lock, flags);
-	queue_work(blksnap_wq, &image->work);
+	queue_work(blksnap_wq, &image->workers[(unsigned int)
+		   atomic_inc_return(&image->next) % IMAGE_WORKERS].work);
 }
 
 static const struct block_device_operations snapimage_fops = {
@@ -132,15 +152,18 @@ struct snapimage *snapimage_create(struct diff_area *area)
 {
 	struct snapimage *image;
 	struct gendisk *disk;
-	int minor, ret;
+	int i, minor, ret;
 
-	image = kzalloc(sizeof(*image), GFP_KERNEL);
+	image = kvzalloc(sizeof(*image), GFP_KERNEL);
 	if (!image)
 		return ERR_PTR(-ENOMEM);
 	image->area = area;
 	spin_lock_init(&image->lock);
 	bio_list_init(&image->bios);
-	INIT_WORK(&image->work, image_work_fn);
+	for (i = 0; i < IMAGE_WORKERS; i++) {
+		image->workers[i].image = image;
+		INIT_WORK(&image->workers[i].work, image_work_fn);
+	}
 
 	minor = ida_alloc_max(&image_ida, MINORMASK, GFP_KERNEL);
 	if (minor < 0) {
@@ -180,20 +203,21 @@ out_put_disk:
 out_free_minor:
 	ida_free(&image_ida, minor);
 out_free:
-	kfree(image);
+	kvfree(image);
 	return ERR_PTR(ret);
 }
 
 void snapimage_free(struct snapimage *image)
 {
-	int minor = image->disk->first_minor;
+	int i, minor = image->disk->first_minor;
 
 	del_gendisk(image->disk);
 	/* No new bios now; serve those already queued. */
-	flush_work(&image->work);
+	for (i = 0; i < IMAGE_WORKERS; i++)
+		flush_work(&image->workers[i].work);
 	put_disk(image->disk);
 	ida_free(&image_ida, minor);
-	kfree(image);
+	kvfree(image);
 }
 
 const char *snapimage_name(struct snapimage *image)

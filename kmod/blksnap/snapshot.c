@@ -414,6 +414,17 @@ int snapshot_device_info(struct tracker *tracker,
 	return ret;
 }
 
+/* Is the device in a taken snapshot (so a detach would corrupt it)? */
+bool snapshot_tracker_busy(struct tracker *tracker)
+{
+	bool busy;
+
+	mutex_lock(&snapshots_lock);
+	busy = tracker->snapshot && tracker->snapshot->is_taken;
+	mutex_unlock(&snapshots_lock);
+	return busy;
+}
+
 /* The filter is going away; called under the filter lock. */
 void snapshot_tracker_detached(struct tracker *tracker)
 {
