@@ -148,6 +148,30 @@ static int do_stats_small(const char *dev, const char *name)
 	return 0;
 }
 
+/*
+ * Any filter command with a zeroed buffer of @len bytes: prints the result,
+ * the length reported back and the buffer in hex.
+ */
+static int do_ctl_raw(const char *dev, const char *name, __u32 cmd,
+		      __u32 len)
+{
+	unsigned char *buf = calloc(1, len ? len : 1);
+	int fd = open_dev(dev, O_RDONLY), ret;
+	__u32 i;
+
+	if (!buf)
+		return 1;
+	ret = ctl(fd, name, cmd, buf, &len);
+	printf("%s len=%u", ret < 0 ? errname(errno) : "OK", len);
+	if (!ret) {
+		printf(" data=");
+		for (i = 0; i < len; i++)
+			printf("%02x", buf[i]);
+	}
+	printf("\n");
+	return 0;
+}
+
 static int do_mode(const char *dev, const char *name, __u32 mode)
 {
 	__u32 len = sizeof(mode);
@@ -295,6 +319,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: bftest attach|attachopt|detach|stats|statssmall|reset DEV NAME\n"
 		"       bftest mode DEV NAME MODE | badname DEV | unpriv DEV NAME\n"
+		"       bftest ctlraw DEV NAME CMD LEN\n"
 		"       bftest write|verify DEV FIRST COUNT BYTE\n"
 		"       bftest delpart DISK PARTNO | rereadpt DISK | loopremove NR\n"
 		"       bftest stress DEV NAME ROUNDS\n");
@@ -319,6 +344,9 @@ int main(int argc, char **argv)
 		return do_stats_small(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(cmd, "reset"))
 		return do_reset(argv[2], argv[3]);
+	if (argc == 6 && !strcmp(cmd, "ctlraw"))
+		return do_ctl_raw(argv[2], argv[3], strtoul(argv[4], NULL, 0),
+				  strtoul(argv[5], NULL, 0));
 	if (argc == 5 && !strcmp(cmd, "mode"))
 		return do_mode(argv[2], argv[3], strtoul(argv[4], NULL, 0));
 	if (argc == 4 && !strcmp(cmd, "unpriv"))

@@ -31,6 +31,12 @@ field() { # stats line, field name
 
 stats() { bftest stats "$1" "$F"; }
 
+if [ -r /proc/lockdep_stats ]; then
+	echo "INFO lockdep is on: $(grep -m1 'lock-classes' /proc/lockdep_stats)"
+else
+	echo "INFO lockdep is off in this kernel"
+fi
+
 # --- the attribute exists and is empty without a filter
 check "disk has an empty filter attribute" "" "$(filter_of /sys/block/vda)"
 check "partition has an empty filter attribute" "" "$(filter_of /sys/block/vda/vda1)"
