@@ -10,6 +10,9 @@
 #include "cbt_map.h"
 #include "params.h"
 
+/* Highest change number a map byte holds. */
+#define CBT_NUMBER_MAX	255
+
 /* Bytes copied per step to user space (the map is read under a lock). */
 #define CBT_COPY_STEP	PAGE_SIZE
 
@@ -73,7 +76,7 @@ void cbt_map_switch(struct cbt_map *map)
 	unsigned long flags;
 
 	spin_lock_irqsave(&map->lock, flags);
-	if (map->number_active >= 255) {
+	if (map->number_active > CBT_NUMBER_MAX) {
 		pr_info("change numbers exhausted: new generation\n");
 		cbt_map_reset_locked(map);
 	}
@@ -104,6 +107,15 @@ static bool block_range(struct cbt_map *map, sector_t sector, sector_t count,
 	return true;
 }
 
+/*
+ * After the take numbered 255 the active number is 256, which a byte cannot
+ * hold: writes are marked 255 until the next take starts a new generation.
+ */
+static u8 active_number(const struct cbt_map *map)
+{
+	return min_t(unsigned int, map->number_active, CBT_NUMBER_MAX);
+}
+
 void cbt_map_mark(struct cbt_map *map, sector_t sector, sector_t count)
 {
 	unsigned long first, last, flags;
@@ -111,7 +123,7 @@ void cbt_map_mark(struct cbt_map *map, sector_t sector, sector_t count)
 	if (!block_range(map, sector, count, &first, &last))
 		return;
 	spin_lock_irqsave(&map->lock, flags);
-	mark_range(map->active, first, last, map->number_active);
+	mark_range(map->active, first, last, active_number(map));
 	spin_unlock_irqrestore(&map->lock, flags);
 }
 
@@ -126,7 +138,7 @@ void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count)
 	if (!block_range(map, sector, count, &first, &last))
 		return;
 	spin_lock_irqsave(&map->lock, flags);
-	mark_range(map->active, first, last, map->number_active);
+	mark_range(map->active, first, last, active_number(map));
 	mark_range(map->frozen, first, last, map->number_previous);
 	spin_unlock_irqrestore(&map->lock, flags);
 }

@@ -20,8 +20,9 @@
  * @number_previous:	change number of the last take (CBTINFO reports it)
  * @generation_id:	new whenever the numbering restarts
  *
- * A take copies @active to @frozen and moves the numbering on; when the
- * number would pass 255 the map is cleared and a new generation begins.
+ * A take copies @active to @frozen and moves the numbering on. Takes are
+ * numbered 1..255 within a generation; the take after the one numbered 255
+ * clears the map, starts a new generation and is numbered 1.
  */
 struct cbt_map {
 	spinlock_t lock;	/* guards the members below it */

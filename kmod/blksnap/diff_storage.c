@@ -45,6 +45,10 @@ struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 	sector_t size;
 	int ret;
 
+	if (!*path) {
+		pr_err("no storage path given\n");
+		return ERR_PTR(-EINVAL);
+	}
 	if (!limit) {
 		pr_err("'%s': the storage limit must not be 0\n", path);
 		return ERR_PTR(-EINVAL);

@@ -17,9 +17,10 @@
 
 #include <linux/blk-filter.h>
 
+/* NULL once a detach has begun. */
 static inline struct blkfilter *blksnap_bio_filter(struct bio *bio)
 {
-	return bio->bi_bdev->bd_filter;
+	return READ_ONCE(bio->bi_bdev->bd_filter);
 }
 
 #else /* BLKSNAP_NATIVE_FILTER */
@@ -49,7 +50,7 @@ struct blkfilter_operations {
 	int (*may_detach)(struct blkfilter *flt);
 };
 
-/* The filter of bio->bi_bdev; valid inside ops->submit_bio() only. */
+/* The filter of bio->bi_bdev, or NULL; valid inside ops->submit_bio(). */
 struct blkfilter *blksnap_bio_filter(struct bio *bio);
 
 #endif /* BLKSNAP_NATIVE_FILTER */

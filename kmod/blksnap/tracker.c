@@ -45,12 +45,15 @@ static inline struct tracker *to_tracker(struct blkfilter *flt)
 
 static bool tracker_submit_bio(struct bio *bio)
 {
-	struct tracker *tracker = to_tracker(blksnap_bio_filter(bio));
+	struct blkfilter *flt = blksnap_bio_filter(bio);
+	struct tracker *tracker;
 	struct diff_area *area;
 	bool taken = false;
 
-	if (!op_is_write(bio_op(bio)) || !bio_sectors(bio))
+	/* No filter: a detach has begun, let the bio pass. */
+	if (!flt || !op_is_write(bio_op(bio)) || !bio_sectors(bio))
 		return false;
+	tracker = to_tracker(flt);
 
 	if (bio->bi_opf & REQ_NOWAIT) {
 		if (!percpu_down_read_trylock(&tracker_switch_sem)) {
