@@ -9,6 +9,8 @@
  *   bsctl destroy ID
  *   bsctl cbt DEV                               prints "<generation> <change number>"
  *   bsctl count                                 prints the number of snapshots
+ *   bsctl cleanup DEV...                        destroys every snapshot and
+ *                                               detaches the filter from DEVs
  *
  * Exit status 0 on success, 1 with "bsctl: <what>: <error>" on failure.
  */
@@ -107,12 +109,29 @@ int main(int argc, char **argv)
 
 		check(bs_collect(ctl(), NULL, &count), "collect");
 		printf("%u\n", count);
+	} else if (!strcmp(argv[1], "cleanup")) {
+		struct blksnap_uuid ids[64];
+		uint32_t count = 64, k;
+		int c = ctl();
+
+		check(bs_collect(c, ids, &count), "collect");
+		for (k = 0; k < count && k < 64; k++)
+			check(bs_destroy(c, &ids[k]), "destroy");
+		for (i = 2; i < argc; i++) {
+			int ret;
+
+			fd = t_open_bdev(argv[i], O_RDONLY);
+			ret = bs_detach(fd);
+			if (ret != -ENOENT)
+				check(ret, "detach");
+			close(fd);
+		}
 	} else {
 		goto usage;
 	}
 	return 0;
 usage:
 	printf("usage: bsctl attach|detach DEV | snap DIFF LIMIT_SECT DEV... | destroy ID |"
-	       " cbt DEV | count\n");
+	       " cbt DEV | count | cleanup DEV...\n");
 	return 1;
 }

@@ -48,6 +48,7 @@ static void *writer(void *unused)
 int main(int argc, char **argv)
 {
 	uint32_t before, after, maxr = 0, present = 0;
+	const uint64_t batch = 256;	/* slots per read: 1 MiB */
 	uint8_t *buf;
 	struct t_snap snap;
 	char path[64];
@@ -65,7 +66,7 @@ int main(int argc, char **argv)
 	}
 	slots = (n[0] < n[1] ? n[0] : n[1]) / SLOT;
 	seen = calloc(2 * slots + 2, sizeof(*seen));
-	buf = t_alloc(SLOT * SECTOR);
+	buf = t_alloc(batch * SLOT * SECTOR);
 	if (!seen)
 		t_fail("out of memory");
 
@@ -85,13 +86,16 @@ int main(int argc, char **argv)
 
 	for (d = 0; d < 2; d++)
 		img[d] = t_open_image(dev[d], O_RDONLY | O_DIRECT, path, sizeof(path));
-	for (s = 0; s < slots; s++) {
-		for (d = 0; d < 2; d++) {
+	for (d = 0; d < 2; d++) {
+		for (s = 0; s < slots; s++) {
 			uint64_t seq0 = 0, seq;
+			uint8_t *rec = buf + (s % batch) * SLOT * SECTOR;
 
-			t_pread(img[d], buf, SLOT * SECTOR, s * SLOT * SECTOR);
+			if (s % batch == 0)
+				t_pread(img[d], buf, (slots - s < batch ? slots - s : batch) * SLOT * SECTOR,
+					s * SLOT * SECTOR);
 			for (i = 0; i < SLOT; i++) {
-				if (stamp_check(buf + i * SECTOR, d ? TAG_B : TAG_A, s * SLOT + i, &seq))
+				if (stamp_check(rec + i * SECTOR, d ? TAG_B : TAG_A, s * SLOT + i, &seq))
 					t_fail("image %d slot %llu: sector %llu is not a valid stamp",
 					       d, (unsigned long long)s, (unsigned long long)i);
 				if (i && seq != seq0)

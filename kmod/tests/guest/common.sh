@@ -2,10 +2,10 @@
 # Helpers shared by the guest's init and its shell cases (busybox sh).
 
 # Unloads blksnap if it is loaded and loads it again with $BLKSNAP_PARAMS
-# and $BF_EXTRA_PARAMS.
+# and $BF_EXTRA_PARAMS.  Status 2: it would not unload; 1: it does not load.
 bf_reload_module() {
 	if grep -q '^blksnap ' /proc/modules; then
-		rmmod blksnap || return 1
+		rmmod blksnap || return 2
 	fi
 	[ -f /lib/blksnap.ko ] || return 1
 	# shellcheck disable=SC2086

@@ -1,22 +1,19 @@
 #!/bin/sh
-# Case "unload": rmmod is refused while an image is open (and nothing
-# breaks); with no file open it succeeds even with a filter attached, a
-# snapshot held and writes in flight, and removes the images; the module
-# loads again with a new CBT generation, three times over; no origin write
-# fails and the origin still reads back what is written.
+# Case "unload": an attached filter pins the module (as with the kernel's
+# block-filter mechanism): rmmod is refused, cleanly, while an image is
+# open, while a snapshot is held and while the filter is attached, and the
+# snapshot and tracking keep working after each refusal.  Once destroyed
+# and detached, rmmod succeeds with writes to the device in flight, and
+# the module loads again with a new CBT generation, three times over.  No
+# origin write fails and the origin reads back what is written.
 # shellcheck source=guest/common.sh
 . /t/common.sh
-bsctl attach /dev/vda || fail "attach"
-gen_first=$(bsctl cbt /dev/vda | cut -d' ' -f1)
-out=$(bsctl snap /dev/vdc 524288 /dev/vda) || fail "snapshot: $out"
-img=$(echo "$out" | sed -n 's/^IMAGE [^ ]* //p')
-exec 3<"$img"
-if rmmod blksnap 2>/dev/null; then
-	fail "rmmod succeeded while $img was open"
-fi
-dd if="$img" of=/dev/null bs=1M count=4 2>/dev/null || fail "image unreadable after the refused rmmod"
-bsctl cbt /dev/vda >/dev/null || fail "tracking broken after the refused rmmod"
-exec 3<&-
+must_refuse() {
+	if rmmod blksnap 2>/dev/null; then
+		fail "rmmod succeeded $1"
+	fi
+	[ -e /dev/blksnap-control ] || fail "control device gone after the refused rmmod $1"
+}
 
 touch /tmp/writing
 (
@@ -28,10 +25,25 @@ touch /tmp/writing
 	done
 ) >/tmp/writer.log &
 writer=$!
-sleep 1
-rmmod blksnap || fail "rmmod with a snapshot held, writes in flight and no file open"
+
+bsctl attach /dev/vda || fail "attach"
+gen_prev=$(bsctl cbt /dev/vda | cut -d' ' -f1)
+out=$(bsctl snap /dev/vdc 524288 /dev/vda) || fail "snapshot: $out"
+id=$(echo "$out" | sed -n 's/^ID //p')
+img=$(echo "$out" | sed -n 's/^IMAGE [^ ]* //p')
+exec 3<"$img"
+must_refuse "while $img was open"
+exec 3<&-
+must_refuse "while a snapshot was held"
+dd if="$img" of=/dev/null bs=1M count=4 2>/dev/null || fail "image unreadable after the refused rmmod"
+bsctl cbt /dev/vda >/dev/null || fail "tracking broken after the refused rmmod"
+bsctl destroy "$id" || fail "destroy"
+must_refuse "while the filter was attached"
+bsctl cbt /dev/vda >/dev/null || fail "tracking broken after the refused rmmod"
+bsctl detach /dev/vda || fail "detach"
+rmmod blksnap || fail "rmmod after destroy and detach, writes in flight"
 [ ! -e "/sys/block/${img#/dev/}" ] || fail "image ${img#/dev/} still in /sys/block after rmmod"
-gen_prev=$gen_first
+
 for cycle in 1 2 3; do
 	bf_reload_module || fail "reload $cycle"
 	bsctl attach /dev/vda || fail "attach after reload $cycle"
@@ -40,6 +52,8 @@ for cycle in 1 2 3; do
 	gen_prev=$gen
 	out=$(bsctl snap /dev/vdc 524288 /dev/vda) || fail "snapshot after reload $cycle: $out"
 	sleep 1
+	bsctl destroy "$(echo "$out" | sed -n 's/^ID //p')" || fail "destroy in cycle $cycle"
+	bsctl detach /dev/vda || fail "detach in cycle $cycle"
 	rmmod blksnap || fail "rmmod in cycle $cycle"
 done
 rm -f /tmp/writing

@@ -150,6 +150,17 @@ bf_build_initramfs() {
 	(cd -- "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$WORK/initramfs.cpio"
 }
 
+# bf_prepare <mode>: everything before the first boot.
+bf_prepare() {
+	bf_install_packages
+	bf_resolve_kernel
+	bf_setup_work "$1"
+	bf_log "kernel $KERNEL ($KVER), work dir $WORK"
+	bf_build_module
+	bf_build_programs
+	bf_build_initramfs
+}
+
 # bf_make_disks <name:size>...: fresh sparse raw files; sets BF_DISK_ARGS.
 bf_make_disks() {
 	local spec name size
