@@ -39,8 +39,10 @@ struct image_worker {
  * struct snapimage - the block device showing one device of a snapshot
  * @area:	copy-on-write state it reads and writes
  * @disk:	the block device
- * @lock:	guards @bios
+ * @lock:	guards @bios and @dead
  * @bios:	bios waiting for a worker
+ * @dead:	the snapshot is gone: fail new bios (a file kept open can
+ *		still submit them after del_gendisk())
  * @next:	the worker to wake next
  * @workers:	serve @bios
  */
@@ -49,6 +51,7 @@ struct snapimage {
 	struct gendisk *disk;
 	spinlock_t lock;	/* guards bios */
 	struct bio_list bios;
+	bool dead;
 	atomic_t next;
 	struct image_worker workers[IMAGE_WORKERS];
 };
@@ -135,17 +138,36 @@ static void snapimage_submit_bio(struct bio *bio)
 {
 	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
 	unsigned long flags;
+	bool dead;
 
 	spin_lock_irqsave(&image->lock, flags);
-	bio_list_add(&image->bios, bio);
+	dead = image->dead;
+	if (!dead)
+		bio_list_add(&image->bios, bio);
 	spin_unlock_irqrestore(&image->lock, flags);
+	if (dead) {
+		bio_io_error(bio);
+		return;
+	}
 	queue_work(blksnap_wq, &image->workers[(unsigned int)
 		   atomic_inc_return(&image->next) % IMAGE_WORKERS].work);
+}
+
+/* The last reference to the disk is gone (the image may outlive the
+ * snapshot while a file is open on it).
+ */
+static void snapimage_free_disk(struct gendisk *disk)
+{
+	struct snapimage *image = disk->private_data;
+
+	ida_free(&image_ida, disk->first_minor);
+	kvfree(image);
 }
 
 static const struct block_device_operations snapimage_fops = {
 	.owner = THIS_MODULE,
 	.submit_bio = snapimage_submit_bio,
+	.free_disk = snapimage_free_disk,
 };
 
 struct snapimage *snapimage_create(struct diff_area *area)
@@ -207,17 +229,24 @@ out_free:
 	return ERR_PTR(ret);
 }
 
+/*
+ * Remove the image. The diff_area may be freed on return; the struct
+ * snapimage lives on until the disk's last reference goes.
+ */
 void snapimage_free(struct snapimage *image)
 {
-	int i, minor = image->disk->first_minor;
+	unsigned long flags;
+	int i;
 
 	del_gendisk(image->disk);
-	/* No new bios now; serve those already queued. */
+	spin_lock_irqsave(&image->lock, flags);
+	image->dead = true;
+	spin_unlock_irqrestore(&image->lock, flags);
+	/* Serve the bios queued before; none can come after. */
 	for (i = 0; i < IMAGE_WORKERS; i++)
 		flush_work(&image->workers[i].work);
+	image->area = NULL;
 	put_disk(image->disk);
-	ida_free(&image_ida, minor);
-	kvfree(image);
 }
 
 const char *snapimage_name(struct snapimage *image)
