@@ -607,6 +607,12 @@ absl::StatusOr<uint32_t> SimBackend::ChunkSize(const std::string& device) {
   return dev->chunk_size;
 }
 
+absl::StatusOr<uint64_t> SimBackend::DeviceSize(const std::string& device) {
+  absl::ReaderMutexLock lock(&mu_);
+  BLKFLEET_ASSIGN_OR_RETURN(Device * dev, GetDevice(device));
+  return dev->size;
+}
+
 absl::StatusOr<std::string> SimBackend::DevicePath(const std::string& device) {
   absl::ReaderMutexLock lock(&mu_);
   BLKFLEET_ASSIGN_OR_RETURN(Device * dev, GetDevice(device));

@@ -106,6 +106,7 @@ class SimBackend final : public Backend {
   absl::StatusOr<Sha256Digest> DeviceDigest(const std::string& device);
   // The copy-on-write chunk size of a device.
   absl::StatusOr<uint32_t> ChunkSize(const std::string& device);
+  absl::StatusOr<uint64_t> DeviceSize(const std::string& device);
   // Path of a device's backing file.
   absl::StatusOr<std::string> DevicePath(const std::string& device);
 

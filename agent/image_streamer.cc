@@ -1,0 +1,220 @@
+#include "agent/image_streamer.h"
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status_util.h"
+#include "common/zstd_codec.h"
+
+namespace blkfleet::agent {
+namespace {
+
+using blkfleet::type::v1::CHUNK_ENCODING_DIGEST_ONLY;
+using blkfleet::type::v1::CHUNK_ENCODING_RAW;
+using blkfleet::type::v1::CHUNK_ENCODING_ZSTD;
+using blkfleet::type::v1::ChunkEncoding;
+
+// One chunk on its way: filled by a pool thread, consumed in index order by
+// the sending thread.
+struct ChunkJob {
+  uint64_t index = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  // Written by the worker before `done`; read by the sender after.
+  absl::Status status;
+  Sha256Digest digest{};
+  ChunkEncoding encoding = CHUNK_ENCODING_DIGEST_ONLY;
+  std::string data;
+  bool done = false;  // guarded by Shared::mu
+};
+
+// State the workers share with the sending thread.
+struct Shared {
+  const ImageStreamPlan* plan = nullptr;
+  absl::Mutex mu;
+  // Lowest chunk index that will send each digest's data.
+  absl::flat_hash_map<Sha256Digest, uint64_t, Sha256DigestHash> claims ABSL_GUARDED_BY(mu);
+  int outstanding ABSL_GUARDED_BY(mu) = 0;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+};
+
+// Encodes a plain chunk: zstd when it pays, raw otherwise.
+absl::Status Encode(const ImageStreamPlan& plan, std::string* plain, ChunkJob* job) {
+  if (!plan.compress) {
+    job->encoding = CHUNK_ENCODING_RAW;
+    job->data = std::move(*plain);
+    return absl::OkStatus();
+  }
+  thread_local ZstdCodec codec;
+  std::string frame;
+  BLKFLEET_RETURN_IF_ERROR(codec.Compress(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(plain->data()), plain->size()),
+      plan.zstd_level, &frame));
+  if (frame.size() < plain->size()) {
+    job->encoding = CHUNK_ENCODING_ZSTD;
+    job->data = std::move(frame);
+  } else {
+    job->encoding = CHUNK_ENCODING_RAW;  // incompressible: spare the receiver a decode
+    job->data = std::move(*plain);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadChunk(const ImageStreamPlan& plan, const ChunkJob& job, std::string* plain) {
+  plain->resize(job.length);
+  return plan.image->ReadAt(
+      job.offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(plain->data()), job.length));
+}
+
+void ProcessChunk(Shared* shared, ChunkJob* job) {
+  const ImageStreamPlan& plan = *shared->plan;
+  bool skip;
+  {
+    absl::MutexLock lock(&shared->mu);
+    skip = shared->stop;
+  }
+  if (skip) {
+    job->status = absl::CancelledError("stream stopped");
+  } else {
+    std::string plain;
+    job->status = ReadChunk(plan, *job, &plain);
+    if (job->status.ok()) {
+      job->digest = Sha256(plain);
+      bool send_data = false;
+      if (!plan.known.contains(job->digest)) {
+        absl::MutexLock lock(&shared->mu);
+        auto [it, inserted] = shared->claims.try_emplace(job->digest, job->index);
+        if (inserted || it->second > job->index) {
+          it->second = job->index;
+          send_data = true;
+        }
+      }
+      if (send_data) job->status = Encode(plan, &plain, job);
+    }
+  }
+  absl::MutexLock lock(&shared->mu);
+  job->done = true;
+  --shared->outstanding;
+}
+
+// Yields the planned chunk indexes in order.
+class ChunkCursor {
+ public:
+  explicit ChunkCursor(const ImageStreamPlan& plan) : plan_(plan) {}
+  std::optional<uint64_t> Next() {
+    while (range_ < plan_.ranges.size()) {
+      const auto& [first, count] = plan_.ranges[range_];
+      if (pos_ < count) return first + pos_++;
+      ++range_;
+      pos_ = 0;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const ImageStreamPlan& plan_;
+  size_t range_ = 0;
+  uint64_t pos_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<v1::StreamImageSummary> StreamImageChunks(
+    const ImageStreamPlan& plan, ThreadPool* pool,
+    const std::function<bool(v1::StreamImageResponse&)>& send,
+    const std::function<bool()>& cancelled) {
+  Shared shared;
+  shared.plan = &plan;
+  const uint64_t size = plan.image->size_bytes();
+  ChunkCursor cursor(plan);
+  std::optional<uint64_t> next = cursor.Next();
+  std::deque<std::unique_ptr<ChunkJob>> window;
+  uint64_t window_bytes = 0;
+  absl::flat_hash_set<Sha256Digest, Sha256DigestHash> sent;
+  v1::StreamImageSummary summary;
+  absl::Status result;
+
+  while (result.ok()) {
+    // Admit chunks while the window has room.
+    while (next) {
+      const uint64_t offset = *next * plan.chunk_size;
+      const uint32_t length =
+          static_cast<uint32_t>(std::min<uint64_t>(plan.chunk_size, size - offset));
+      if (!window.empty() && window_bytes + length > plan.window_bytes) break;
+      auto job = std::make_unique<ChunkJob>();
+      job->index = *next;
+      job->offset = offset;
+      job->length = length;
+      {
+        absl::MutexLock lock(&shared.mu);
+        ++shared.outstanding;
+      }
+      pool->Schedule([s = &shared, j = job.get()] { ProcessChunk(s, j); });
+      window_bytes += length;
+      window.push_back(std::move(job));
+      next = cursor.Next();
+    }
+    if (window.empty()) break;
+
+    std::unique_ptr<ChunkJob> job = std::move(window.front());
+    window.pop_front();
+    {
+      absl::MutexLock lock(&shared.mu);
+      shared.mu.Await(absl::Condition(&job->done));
+    }
+    window_bytes -= job->length;
+    if (!job->status.ok()) {
+      result = job->status;
+      break;
+    }
+    if (cancelled()) {
+      result = absl::CancelledError("StreamImage cancelled by the client");
+      break;
+    }
+    v1::StreamImageResponse resp;
+    v1::ImageChunk* chunk = resp.mutable_chunk();
+    chunk->set_index(job->index);
+    chunk->set_offset_bytes(job->offset);
+    chunk->set_length_bytes(job->length);
+    chunk->set_sha256(DigestToBytes(job->digest));
+    if (plan.known.contains(job->digest) || sent.contains(job->digest)) {
+      chunk->set_encoding(CHUNK_ENCODING_DIGEST_ONLY);
+    } else {
+      if (job->data.empty() && job->encoding == CHUNK_ENCODING_DIGEST_ONLY) {
+        // A later chunk with the same data claimed it first but has not been
+        // sent: this chunk carries the data after all.
+        std::string plain;
+        result = ReadChunk(plan, *job, &plain);
+        if (result.ok() && Sha256(plain) != job->digest) {
+          result = absl::DataLossError(
+              absl::StrCat("chunk ", job->index, " changed between two reads of the image"));
+        }
+        if (result.ok()) result = Encode(plan, &plain, job.get());
+        if (!result.ok()) break;
+      }
+      chunk->set_encoding(job->encoding);
+      summary.set_chunks_sent(summary.chunks_sent() + 1);
+      summary.set_bytes_sent(summary.bytes_sent() + job->data.size());
+      chunk->set_data(std::move(job->data));
+      sent.insert(job->digest);
+    }
+    summary.set_chunks_read(summary.chunks_read() + 1);
+    summary.set_bytes_read(summary.bytes_read() + job->length);
+    if (!send(resp)) result = absl::CancelledError("StreamImage: the client went away");
+  }
+
+  // Workers hold pointers into `shared` and `window`: let them finish.
+  absl::MutexLock lock(&shared.mu);
+  shared.stop = true;
+  shared.mu.Await(absl::Condition(
+      +[](Shared* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->outstanding == 0; },
+      &shared));
+  if (!result.ok()) return result;
+  return summary;
+}
+
+}  // namespace blkfleet::agent

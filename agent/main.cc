@@ -1,0 +1,176 @@
+// blkfleet-agent: serves blkfleet.agent.v1.Agent over a snapshot backend.
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "agent/agent_service.h"
+#include "agent/flags.h"
+#include "agent/sim_backend.h"
+#include "agent/sim_workload_service.h"
+
+namespace blkfleet::agent {
+namespace {
+
+struct Flags {
+  std::string listen = "127.0.0.1:7401";
+  std::string port_file;
+  std::string backend = "sim";
+  std::string sim_dir;
+  std::vector<std::string> sim_devices;
+  std::string sim_oracle_dir;
+  std::string diff_storage_dir;
+  std::string diff_storage_limit = "1GiB";
+  std::string hostname;
+  bool insecure = false;
+  int stream_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+};
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "blkfleet-agent: %s\n", message.c_str());
+  return 2;
+}
+
+std::string SystemHostname() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "localhost";
+  return name;
+}
+
+// Writes the port to `path` through a temporary file, so a reader polling
+// for the file never sees it half written.
+bool WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out.good()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+int Run(const Flags& flags) {
+  if (!flags.insecure) {
+    return Fail(
+        "TLS is not implemented yet; pass --insecure to serve plaintext gRPC "
+        "(local experiments only: anyone who can reach the port controls the snapshots)");
+  }
+  if (flags.backend != "sim") {
+    return Fail(absl::StrCat("--backend ", flags.backend,
+                             ": only the sim backend exists so far (the kernel backend comes "
+                             "with the blksnap module)"));
+  }
+  if (flags.sim_dir.empty()) return Fail("--backend sim needs --sim-dir");
+  SimOptions sim_options;
+  sim_options.dir = flags.sim_dir;
+  sim_options.oracle_dir = flags.sim_oracle_dir;
+  for (const std::string& text : flags.sim_devices) {
+    absl::StatusOr<SimDeviceSpec> spec = ParseSimDevice(text);
+    if (!spec.ok()) return Fail(std::string(spec.status().message()));
+    sim_options.devices.push_back(*spec);
+  }
+  absl::StatusOr<uint64_t> limit = ParseByteSize(flags.diff_storage_limit);
+  if (!limit.ok() || *limit == 0) {
+    return Fail(absl::StrCat("--diff-storage-limit ", flags.diff_storage_limit,
+                             ": give a positive size, e.g. 1GiB"));
+  }
+  if (flags.stream_threads < 1 || flags.stream_threads > 64) {
+    return Fail("--stream-threads: give 1 .. 64");
+  }
+  absl::StatusOr<std::unique_ptr<SimBackend>> sim = SimBackend::Open(sim_options);
+  if (!sim.ok()) return Fail(std::string(sim.status().message()));
+
+  AgentServiceOptions options;
+  options.hostname = flags.hostname.empty() ? SystemHostname() : flags.hostname;
+  options.agent_version = BLKFLEET_VERSION;
+  options.default_diff_storage_path = flags.diff_storage_dir;
+  options.default_diff_storage_limit_bytes = *limit;
+  options.stream_threads = flags.stream_threads;
+  AgentService service(sim->get(), options);
+  SimWorkloadService workload(sim->get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.RegisterService(&workload);
+  // A whole chunk travels in one message: up to 64 MiB plus framing, and a
+  // batch of known digests may be large too. Raised on purpose from gRPC's
+  // 4 MiB receive default (docs/agent.md).
+  builder.SetMaxReceiveMessageSize(AgentService::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(AgentService::kMaxMessageBytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::StrCat("cannot listen on ", flags.listen));
+  }
+  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  std::printf("listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  if (!flags.port_file.empty() && !WritePortFile(flags.port_file, port)) {
+    server->Shutdown();
+    return Fail(absl::StrCat("cannot write --port-file ", flags.port_file));
+  }
+
+  // SIGINT/SIGTERM were blocked in main before any thread started.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "blkfleet-agent: signal %d, shutting down\n", sig);
+  service.Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  return 0;
+}
+
+}  // namespace
+}  // namespace blkfleet::agent
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  blkfleet::agent::Flags flags;
+  CLI::App app{"blkfleet-agent: coherent snapshots, change block tracking and image streaming "
+               "for blkfleet backups"};
+  app.add_option("--listen", flags.listen, "host:port to serve gRPC on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--port-file", flags.port_file, "write the bound port to this file");
+  app.add_option("--backend", flags.backend, "snapshot backend: sim (kernel: later)")
+      ->capture_default_str();
+  app.add_option("--sim-dir", flags.sim_dir, "sim: folder of the simulated device files");
+  app.add_option("--sim-device", flags.sim_devices,
+                 "sim: NAME=SIZE, e.g. vda=64MiB (repeatable); made zeroed if missing, "
+                 "kept if present");
+  app.add_option("--sim-oracle-dir", flags.sim_oracle_dir,
+                 "sim: write each device's content at every take here (tests)");
+  app.add_option("--diff-storage-dir", flags.diff_storage_dir,
+                 "default difference storage folder of snapshots");
+  app.add_option("--diff-storage-limit", flags.diff_storage_limit,
+                 "default difference storage limit")
+      ->capture_default_str();
+  app.add_option("--hostname", flags.hostname, "host name to report (default: the system's)");
+  app.add_option("--stream-threads", flags.stream_threads,
+                 "threads reading, hashing and compressing image chunks")
+      ->capture_default_str();
+  app.add_flag("--insecure", flags.insecure,
+               "serve plaintext gRPC (required until TLS is implemented)");
+  CLI11_PARSE(app, argc, argv);
+  return blkfleet::agent::Run(flags);
+}
