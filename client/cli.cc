@@ -1,0 +1,357 @@
+#include "client/cli.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "blkfleet/server/v1/server.grpc.pb.h"
+#include "client/format.h"
+
+namespace blkfleet::cli {
+namespace {
+
+namespace v1 = ::blkfleet::server::v1;
+
+constexpr int kFail = 1;
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+constexpr int kMaxMessageBytes = 64 * 1024 * 1024;
+
+std::string CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::CANCELLED: return "cancelled";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid argument";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline exceeded";
+    case grpc::StatusCode::NOT_FOUND: return "not found";
+    case grpc::StatusCode::ALREADY_EXISTS: return "already exists";
+    case grpc::StatusCode::PERMISSION_DENIED: return "permission denied";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "resource exhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "failed precondition";
+    case grpc::StatusCode::ABORTED: return "aborted";
+    case grpc::StatusCode::UNIMPLEMENTED: return "not implemented";
+    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
+    case grpc::StatusCode::DATA_LOSS: return "data loss";
+    default: return "error";
+  }
+}
+
+class Cli {
+ public:
+  explicit Cli(CliIo io) : io_(io) {}
+
+  int Run(const std::vector<std::string>& args);
+
+ private:
+  v1::Server::Stub& stub() {
+    if (!stub_) {
+      grpc::ChannelArguments ca;
+      ca.SetMaxReceiveMessageSize(kMaxMessageBytes);
+      stub_ = v1::Server::NewStub(
+          grpc::CreateCustomChannel(server_, grpc::InsecureChannelCredentials(), ca));
+    }
+    return *stub_;
+  }
+  void Deadline(grpc::ClientContext* ctx) {
+    ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+  }
+  int RpcError(const grpc::Status& s) {
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      io_.err << "blkfleet: cannot reach server " << server_ << ": " << s.error_message() << "\n";
+    } else {
+      io_.err << "blkfleet: " << CodeName(s.error_code()) << ": " << s.error_message() << "\n";
+    }
+    return kFail;
+  }
+  void Print(const google::protobuf::Message& m) { io_.out << ToJson(m) << "\n"; }
+
+  int HostAdd();
+  int HostList();
+  int BackupRun();
+  int BackupList();
+  int Restore();
+  int JobList();
+  int JobShow();
+  int JobCancel();
+  // Prints the started job, or follows it to its end with --wait.
+  int Started(const v1::Job& job, bool wait);
+
+  CliIo io_;
+  std::string server_;
+  bool json_ = false;
+  std::unique_ptr<v1::Server::Stub> stub_;
+
+  // Arguments of the subcommands.
+  std::string name_, agent_, backup_id_, to_, job_id_, host_filter_;
+  std::vector<std::string> devices_;
+  std::string device_;
+  bool full_ = false, wait_ = false, overwrite_ = false;
+  uint32_t chunk_size_ = 0;
+};
+
+int Cli::HostAdd() {
+  v1::CreateHostRequest req;
+  req.mutable_host()->set_name(name_);
+  req.mutable_host()->set_agent_address(agent_);
+  for (const auto& d : devices_) req.mutable_host()->add_default_devices(d);
+  v1::Host h;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().CreateHost(&ctx, req, &h);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(h);
+  } else {
+    io_.out << "host " << h.name() << " added (agent " << h.agent_address() << ")\n";
+  }
+  return 0;
+}
+
+int Cli::HostList() {
+  v1::ListHostsResponse all;
+  v1::ListHostsRequest req;
+  req.set_page_size(1000);
+  do {
+    v1::ListHostsResponse page;
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = stub().ListHosts(&ctx, req, &page);
+    if (!s.ok()) return RpcError(s);
+    for (auto& h : *page.mutable_hosts()) *all.add_hosts() = std::move(h);
+    req.set_page_token(page.next_page_token());
+  } while (!req.page_token().empty());
+  if (json_) {
+    Print(all);
+  } else {
+    PrintHosts(all, io_.out);
+  }
+  return 0;
+}
+
+int Cli::Started(const v1::Job& job, bool wait) {
+  if (!wait) {
+    if (json_) {
+      Print(job);
+    } else {
+      io_.out << "job " << job.id() << " started (" << JobKindName(job.kind()) << " of host "
+              << job.host() << ")\n";
+    }
+    return 0;
+  }
+  grpc::ClientContext ctx;
+  v1::WatchJobRequest req;
+  req.set_id(job.id());
+  auto reader = stub().WatchJob(&ctx, req);
+  v1::Job last = job;
+  v1::Job j;
+  bool drew = false;
+  while (reader->Read(&j)) {
+    last = j;
+    if (io_.progress_tty && !json_) {
+      io_.err << "\r\033[K[job " << j.id() << "] " << ProgressLine(j) << std::flush;
+      drew = true;
+    }
+  }
+  if (drew) io_.err << "\n";
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return RpcError(s);
+  if (json_) Print(last);
+  switch (last.state()) {
+    case v1::JOB_STATE_SUCCEEDED:
+      if (!json_) {
+        io_.out << "job " << last.id() << " succeeded";
+        if (!last.backup_id().empty()) {
+          io_.out << (last.kind() == v1::JOB_KIND_BACKUP ? ": backup " : ": restored backup ")
+                  << last.backup_id();
+        }
+        io_.out << "\n";
+      }
+      return 0;
+    case v1::JOB_STATE_FAILED:
+      io_.err << "blkfleet: job " << last.id() << " failed: " << last.error() << "\n";
+      return kFail;
+    case v1::JOB_STATE_CANCELLED:
+      io_.err << "blkfleet: job " << last.id() << " was cancelled"
+              << (last.error().empty() ? "" : ": " + last.error()) << "\n";
+      return kFail;
+    default:
+      io_.err << "blkfleet: job " << last.id() << " ended in state " << JobStateName(last.state())
+              << "\n";
+      return kFail;
+  }
+}
+
+int Cli::BackupRun() {
+  v1::RunBackupRequest req;
+  req.set_host(name_);
+  for (const auto& d : devices_) req.add_devices(d);
+  req.set_force_full(full_);
+  req.set_chunk_size_bytes(chunk_size_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().RunBackup(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  return Started(job, wait_);
+}
+
+int Cli::BackupList() {
+  v1::ListBackupsResponse all;
+  v1::ListBackupsRequest req;
+  req.set_host(host_filter_);
+  req.set_page_size(1000);
+  do {
+    v1::ListBackupsResponse page;
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = stub().ListBackups(&ctx, req, &page);
+    if (!s.ok()) return RpcError(s);
+    for (auto& b : *page.mutable_backups()) *all.add_backups() = std::move(b);
+    req.set_page_token(page.next_page_token());
+  } while (!req.page_token().empty());
+  if (json_) {
+    Print(all);
+  } else {
+    PrintBackups(all, io_.out);
+  }
+  return 0;
+}
+
+int Cli::Restore() {
+  v1::RestoreRequest req;
+  req.set_backup_id(backup_id_);
+  req.set_device(device_);
+  req.set_file_path(to_);
+  req.set_overwrite(overwrite_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().Restore(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  return Started(job, wait_);
+}
+
+int Cli::JobList() {
+  v1::ListJobsRequest req;
+  req.set_host(host_filter_);
+  req.set_page_size(100);
+  v1::ListJobsResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().ListJobs(&ctx, req, &resp);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(resp);
+  } else {
+    PrintJobs(resp, io_.out);
+  }
+  return 0;
+}
+
+int Cli::JobShow() {
+  v1::GetJobRequest req;
+  req.set_id(job_id_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().GetJob(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(job);
+  } else {
+    PrintJob(job, io_.out);
+  }
+  return 0;
+}
+
+int Cli::JobCancel() {
+  v1::CancelJobRequest req;
+  req.set_id(job_id_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().CancelJob(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(job);
+  } else {
+    io_.out << "job " << job.id() << ": cancel requested\n";
+  }
+  return 0;
+}
+
+int Cli::Run(const std::vector<std::string>& args) {
+  CLI::App app{"blkfleet: operate blkfleet backups through blkfleet-server", "blkfleet"};
+  app.require_subcommand(1);
+  const char* env = std::getenv("BLKFLEET_SERVER");
+  server_ = env && *env ? env : "127.0.0.1:7480";
+  app.add_option("--server", server_, "server address (default: $BLKFLEET_SERVER or 127.0.0.1:7480)");
+  app.add_flag("--json", json_, "print machine-readable JSON");
+
+  int rc = 0;
+  auto* host = app.add_subcommand("host", "manage the hosts the server backs up");
+  host->require_subcommand(1);
+  auto* host_add = host->add_subcommand("add", "register a host and its agent");
+  host_add->add_option("NAME", name_, "host name")->required();
+  host_add->add_option("--agent", agent_, "host:port of the host's agent")->required();
+  host_add->add_option("--device", devices_, "device backed up by default (repeatable)");
+  host_add->callback([&] { rc = HostAdd(); });
+  host->add_subcommand("list", "list hosts")->callback([&] { rc = HostList(); });
+
+  auto* backup = app.add_subcommand("backup", "run and list backups");
+  backup->require_subcommand(1);
+  auto* run = backup->add_subcommand("run", "back up a host now");
+  run->add_option("HOST", name_, "host name")->required();
+  run->add_option("--device", devices_, "device to back up (repeatable; default: the host's)");
+  run->add_flag("--full", full_, "read every chunk even when an incremental would do");
+  run->add_option("--chunk-size", chunk_size_, "chunk size in bytes for a device's first backup");
+  run->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
+  run->callback([&] { rc = BackupRun(); });
+  auto* blist = backup->add_subcommand("list", "list backups, newest first");
+  blist->add_option("--host", host_filter_, "only backups of this host");
+  blist->callback([&] { rc = BackupList(); });
+
+  auto* restore = app.add_subcommand("restore", "restore a device of a backup to a file on the server");
+  restore->add_option("BACKUP_ID", backup_id_, "backup id")->required();
+  restore->add_option("--to", to_, "absolute path of the target file on the server")->required();
+  restore->add_option("--device", device_, "device of the backup (needed when it has several)");
+  restore->add_flag("--overwrite", overwrite_, "replace an existing target file");
+  restore->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
+  restore->callback([&] { rc = Restore(); });
+
+  auto* job = app.add_subcommand("job", "follow jobs");
+  job->require_subcommand(1);
+  auto* jlist = job->add_subcommand("list", "list jobs, newest first");
+  jlist->add_option("--host", host_filter_, "only jobs of this host");
+  jlist->callback([&] { rc = JobList(); });
+  auto* jshow = job->add_subcommand("show", "show one job");
+  jshow->add_option("ID", job_id_, "job id")->required();
+  jshow->callback([&] { rc = JobShow(); });
+  auto* jwatch = job->add_subcommand("watch", "follow a job to its end");
+  jwatch->add_option("ID", job_id_, "job id")->required();
+  jwatch->callback([&] {
+    v1::Job j;
+    j.set_id(job_id_);
+    rc = Started(j, true);
+  });
+  auto* jcancel = job->add_subcommand("cancel", "ask a running job to stop");
+  jcancel->add_option("ID", job_id_, "job id")->required();
+  jcancel->callback([&] { rc = JobCancel(); });
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, io_.out, io_.err);
+  }
+  return rc;
+}
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& args, CliIo io) { return Cli(io).Run(args); }
+
+}  // namespace blkfleet::cli

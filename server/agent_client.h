@@ -1,0 +1,35 @@
+#ifndef BLKFLEET_SERVER_AGENT_CLIENT_H_
+#define BLKFLEET_SERVER_AGENT_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "blkfleet/agent/v1/agent.grpc.pb.h"
+
+namespace blkfleet::server {
+
+// Largest gRPC message the server accepts from agents and clients: a whole
+// chunk of the largest size (64 MiB) plus its framing.
+constexpr int kMaxMessageBytes = 64 * 1024 * 1024 + 1024 * 1024;
+
+// Hands out one channel (and stub) per agent address, reused by every job.
+// Plaintext for now (--insecure); TLS credentials come with the mTLS work.
+class AgentConnector {
+ public:
+  virtual ~AgentConnector() = default;
+  virtual std::shared_ptr<agent::v1::Agent::StubInterface> Stub(const std::string& address);
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<agent::v1::Agent::StubInterface>> stubs_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace blkfleet::server
+
+#endif  // BLKFLEET_SERVER_AGENT_CLIENT_H_

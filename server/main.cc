@@ -1,0 +1,92 @@
+// blkfleet-server: the central backup server (docs/server.md).
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
+#include "server/agent_client.h"
+#include "server/catalog/sqlite_catalog.h"
+#include "server/job_manager.h"
+#include "server/repository/repository.h"
+#include "server/server_service.h"
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::cerr << "blkfleet-server: " << msg << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"blkfleet-server: catalog, repository and jobs of blkfleet backups"};
+  std::string listen = "127.0.0.1:7480";
+  std::string data_dir;
+  std::string port_file;
+  bool insecure = false;
+  app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
+      ->required();
+  app.add_option("--port-file", port_file, "write the bound port to this file");
+  app.add_flag("--insecure", insecure, "serve plaintext gRPC (TLS is not implemented yet)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (!insecure) {
+    return Fail("TLS is not implemented yet: pass --insecure to serve plaintext gRPC "
+                "(local experiments only)");
+  }
+  if (absl::Status s = blkfleet::MakeDirectories(data_dir); !s.ok()) return Fail(s.ToString());
+  auto repo = blkfleet::repo::Repository::Open(data_dir + "/repo");
+  if (!repo.ok()) return Fail(absl::StrCat("repository: ", repo.status().ToString()));
+  auto catalog = blkfleet::catalog::SqliteCatalog::Open(data_dir + "/catalog.db");
+  if (!catalog.ok()) return Fail(absl::StrCat("catalog: ", catalog.status().ToString()));
+  auto failed = (*catalog)->FailUnfinishedJobs("the server stopped while the job ran");
+  if (!failed.ok()) return Fail(failed.status().ToString());
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  blkfleet::server::AgentConnector agents;
+  auto jobs = std::make_unique<blkfleet::server::JobManager>(catalog->get(),
+                                                             blkfleet::Clock::Real());
+  blkfleet::server::BackupOptions options;
+  blkfleet::server::ServerService service(catalog->get(), repo->get(), &agents, jobs.get(),
+                                          blkfleet::Clock::Real(), options);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(blkfleet::server::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(blkfleet::server::kMaxMessageBytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+  std::string host = listen.substr(0, listen.rfind(':'));
+  std::cout << "listening on " << host << ":" << port << std::endl;
+  if (!port_file.empty()) {
+    if (absl::Status s = blkfleet::WriteFileDurably(port_file, absl::StrCat(port, "\n")); !s.ok()) {
+      server->Shutdown();
+      return Fail(s.ToString());
+    }
+  }
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  std::cerr << "blkfleet-server: signal " << sig << ", shutting down\n";
+  // Running jobs are cancelled (nothing partial is committed), then the
+  // service stops.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  jobs.reset();
+  return 0;
+}

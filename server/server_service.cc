@@ -1,0 +1,335 @@
+#include "server/server_service.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "common/status_util.h"
+#include "server/restore_job.h"
+#include "server/validation.h"
+
+namespace blkfleet::server {
+namespace {
+
+namespace av1 = ::blkfleet::agent::v1;
+
+#define RETURN_IF_BAD(expr)                             \
+  do {                                                  \
+    absl::Status s_ = (expr);                           \
+    if (!s_.ok()) return ToGrpcStatus(s_);              \
+  } while (0)
+
+grpc::Status Unimplemented(const std::string& feature) {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      absl::StrCat(feature, " is not implemented yet"));
+}
+
+}  // namespace
+
+ServerService::ServerService(catalog::Catalog* catalog, repo::Repository* repo,
+                             AgentConnector* agents, JobManager* jobs, Clock* clock,
+                             BackupOptions backup_options)
+    : catalog_(catalog),
+      repo_(repo),
+      agents_(agents),
+      jobs_(jobs),
+      clock_(clock),
+      backup_options_(backup_options) {}
+
+void ServerService::AskAgents(std::vector<v1::Host*> hosts) {
+  struct Call {
+    grpc::ClientContext ctx;
+    av1::GetAgentInfoRequest req;
+    av1::AgentInfo resp;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  absl::BlockingCounter done(static_cast<int>(hosts.size()));
+  for (v1::Host* h : hosts) {
+    auto call = std::make_unique<Call>();
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(700));
+    Call* c = call.get();
+    agents_->Stub(h->agent_address())
+        ->async()
+        ->GetAgentInfo(&c->ctx, &c->req, &c->resp, [c, &done](grpc::Status s) {
+          c->status = s;
+          done.DecrementCount();
+        });
+    calls.push_back(std::move(call));
+  }
+  done.Wait();
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (calls[i]->status.ok()) {
+      hosts[i]->set_agent_version(calls[i]->resp.agent_version());
+      hosts[i]->set_backend(calls[i]->resp.backend());
+    }
+  }
+}
+
+grpc::Status ServerService::CreateHost(grpc::ServerContext*, const v1::CreateHostRequest* req,
+                                       v1::Host* resp) {
+  const v1::Host& in = req->host();
+  RETURN_IF_BAD(ValidateHostName(in.name(), "host.name"));
+  RETURN_IF_BAD(ValidateAgentAddress(in.agent_address(), "host.agent_address"));
+  std::set<std::string> seen;
+  for (const auto& d : in.default_devices()) {
+    if (d.empty()) {
+      return ToGrpcStatus(absl::InvalidArgumentError("host.default_devices holds an empty name"));
+    }
+    if (!seen.insert(d).second) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("host.default_devices lists ", d, " twice")));
+    }
+  }
+  v1::Host h;
+  h.set_name(in.name());
+  h.set_agent_address(in.agent_address());
+  *h.mutable_default_devices() = in.default_devices();
+  SetTimestamp(clock_->Now(), h.mutable_create_time());
+  RETURN_IF_BAD(catalog_->CreateHost(h));
+  *resp = h;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::ListHosts(grpc::ServerContext*, const v1::ListHostsRequest* req,
+                                      v1::ListHostsResponse* resp) {
+  auto page = ParsePage(req->page_size(), req->page_token());
+  RETURN_IF_BAD(page.status());
+  auto hosts = catalog_->ListHosts(*page);
+  RETURN_IF_BAD(hosts.status());
+  std::vector<v1::Host*> ptrs;
+  for (auto& h : *hosts) {
+    *resp->add_hosts() = std::move(h);
+  }
+  for (auto& h : *resp->mutable_hosts()) ptrs.push_back(&h);
+  AskAgents(ptrs);
+  resp->set_next_page_token(NextPageToken(*page, hosts->size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::GetHost(grpc::ServerContext*, const v1::GetHostRequest* req,
+                                    v1::Host* resp) {
+  RETURN_IF_BAD(ValidateHostName(req->name(), "name"));
+  auto h = catalog_->GetHost(req->name());
+  RETURN_IF_BAD(h.status());
+  *resp = *h;
+  AskAgents({resp});
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::DeleteHost(grpc::ServerContext*, const v1::DeleteHostRequest* req,
+                                       v1::DeleteHostResponse*) {
+  RETURN_IF_BAD(ValidateHostName(req->name(), "name"));
+  RETURN_IF_BAD(catalog_->GetHost(req->name()).status());
+  if (jobs_->HostBusy(req->name())) {
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        absl::StrCat("a job of host ", req->name(), " is running")));
+  }
+  RETURN_IF_BAD(catalog_->DeleteHost(req->name()));
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::RunBackup(grpc::ServerContext*, const v1::RunBackupRequest* req,
+                                      v1::Job* resp) {
+  RETURN_IF_BAD(ValidateHostName(req->host(), "host"));
+  const uint32_t cs = req->chunk_size_bytes();
+  if (cs != 0 && (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)) != 0)) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("chunk_size_bytes ", cs, " must be a power of two from 64 KiB to 64 MiB")));
+  }
+  auto host = catalog_->GetHost(req->host());
+  RETURN_IF_BAD(host.status());
+  BackupRequest br;
+  br.host = *host;
+  br.chunk_size_bytes = cs;
+  br.force_full = req->force_full();
+  std::set<std::string> seen;
+  const auto& devices = req->devices_size() > 0 ? req->devices() : host->default_devices();
+  for (const auto& d : devices) {
+    if (d.empty()) return ToGrpcStatus(absl::InvalidArgumentError("devices holds an empty name"));
+    if (!seen.insert(d).second) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("devices lists ", d, " twice")));
+    }
+    br.devices.push_back(d);
+  }
+  if (br.devices.empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+        "devices: none given and host ", req->host(), " has no default devices")));
+  }
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_BACKUP);
+  job.set_host(req->host());
+  BackupDeps deps{catalog_, repo_, agents_, clock_, backup_options_};
+  auto started = jobs_->Start(job, absl::StrCat("backup:", req->host()),
+                              absl::StrCat("a backup of host ", req->host(), " is already running"),
+                              [deps, br](JobContext& ctx) { return server::RunBackup(deps, br, ctx); });
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::ListBackups(grpc::ServerContext*, const v1::ListBackupsRequest* req,
+                                        v1::ListBackupsResponse* resp) {
+  if (!req->host().empty()) RETURN_IF_BAD(ValidateHostName(req->host(), "host"));
+  auto page = ParsePage(req->page_size(), req->page_token());
+  RETURN_IF_BAD(page.status());
+  auto backups = catalog_->ListBackups(req->host(), *page);
+  RETURN_IF_BAD(backups.status());
+  for (auto& b : *backups) *resp->add_backups() = std::move(b);
+  resp->set_next_page_token(NextPageToken(*page, backups->size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::GetBackup(grpc::ServerContext*, const v1::GetBackupRequest* req,
+                                      v1::Backup* resp) {
+  RETURN_IF_BAD(ValidateId(req->id(), "id"));
+  auto b = catalog_->GetBackup(req->id());
+  RETURN_IF_BAD(b.status());
+  *resp = *b;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::ProtectBackup(grpc::ServerContext*, const v1::ProtectBackupRequest*,
+                                          v1::Backup*) {
+  return Unimplemented("backup protection");
+}
+
+grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreRequest* req,
+                                    v1::Job* resp) {
+  RETURN_IF_BAD(ValidateId(req->backup_id(), "backup_id"));
+  if (req->has_host_device()) return Unimplemented("restore to a host device");
+  if (req->file_path().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("a target is required: file_path"));
+  }
+  const std::string& path = req->file_path();
+  std::filesystem::path p(path);
+  if (!p.is_absolute() || path.back() == '/' || p.filename() == "." || p.filename() == "..") {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("file_path '", path, "' must be an absolute path of a file")));
+  }
+  struct stat st;
+  const std::string dir = p.parent_path().string();
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("file_path: directory ", dir, " does not exist")));
+  }
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("file_path ", path, " exists and is not a regular file")));
+    }
+    if (!req->overwrite()) {
+      return ToGrpcStatus(absl::AlreadyExistsError(
+          absl::StrCat(path, " exists; set overwrite to replace it")));
+    }
+  }
+  auto backup = catalog_->GetBackup(req->backup_id());
+  RETURN_IF_BAD(backup.status());
+  int ordinal = -1;
+  std::vector<std::string> names;
+  for (int i = 0; i < backup->devices_size(); ++i) {
+    names.push_back(backup->devices(i).device());
+    if (backup->devices(i).device() == req->device()) ordinal = i;
+  }
+  if (req->device().empty()) {
+    if (backup->devices_size() != 1) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("device is required: backup ", backup->id(), " holds ",
+                       absl::StrJoin(names, ", "))));
+    }
+    ordinal = 0;
+  } else if (ordinal < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("device ", req->device(), " is not in backup ", backup->id(), " (it holds ",
+                     absl::StrJoin(names, ", "), ")")));
+  }
+  RestoreFileRequest rr;
+  rr.backup = *backup;
+  rr.device_ordinal = ordinal;
+  rr.file_path = path;
+  rr.overwrite = req->overwrite();
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_RESTORE);
+  job.set_host(backup->host());
+  repo::Repository* repo = repo_;
+  auto started = jobs_->Start(job, absl::StrCat("restore:", path),
+                              absl::StrCat("a restore to ", path, " is already running"),
+                              [repo, rr](JobContext& ctx) { return RunRestoreToFile(repo, rr, ctx); });
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::VerifyBackup(grpc::ServerContext*, const v1::VerifyBackupRequest*,
+                                         v1::Job*) {
+  return Unimplemented("verify");
+}
+
+grpc::Status ServerService::Prune(grpc::ServerContext*, const v1::PruneRequest*, v1::Job*) {
+  return Unimplemented("prune");
+}
+
+grpc::Status ServerService::CollectGarbage(grpc::ServerContext*, const v1::CollectGarbageRequest*,
+                                           v1::Job*) {
+  return Unimplemented("garbage collection");
+}
+
+grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPoliciesRequest*,
+                                         v1::ListPoliciesResponse*) {
+  return Unimplemented("policies and scheduler");
+}
+
+grpc::Status ServerService::ApplyPolicies(grpc::ServerContext*, const v1::ApplyPoliciesRequest*,
+                                          v1::ApplyPoliciesResponse*) {
+  return Unimplemented("policies and scheduler");
+}
+
+grpc::Status ServerService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+                                     v1::ListJobsResponse* resp) {
+  if (!req->host().empty()) RETURN_IF_BAD(ValidateHostName(req->host(), "host"));
+  auto page = ParsePage(req->page_size(), req->page_token());
+  RETURN_IF_BAD(page.status());
+  auto jobs = catalog_->ListJobs(req->host(), *page);
+  RETURN_IF_BAD(jobs.status());
+  for (auto& j : *jobs) {
+    // Running jobs: the live state is fresher than the catalog's.
+    auto live = jobs_->Get(j.id());
+    *resp->add_jobs() = live.ok() ? *live : j;
+  }
+  resp->set_next_page_token(NextPageToken(*page, jobs->size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+                                   v1::Job* resp) {
+  RETURN_IF_BAD(ValidateId(req->id(), "id"));
+  auto j = jobs_->Get(req->id());
+  RETURN_IF_BAD(j.status());
+  *resp = *j;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                     grpc::ServerWriter<v1::Job>* writer) {
+  RETURN_IF_BAD(ValidateId(req->id(), "id"));
+  RETURN_IF_BAD(jobs_->Watch(req->id(), absl::Milliseconds(250), [&](const v1::Job& job) {
+    if (ctx->IsCancelled()) return false;
+    return writer->Write(job);
+  }));
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+                                      v1::Job* resp) {
+  RETURN_IF_BAD(ValidateId(req->id(), "id"));
+  auto j = jobs_->Cancel(req->id());
+  RETURN_IF_BAD(j.status());
+  *resp = *j;
+  return grpc::Status::OK;
+}
+
+}  // namespace blkfleet::server

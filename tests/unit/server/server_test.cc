@@ -1,0 +1,527 @@
+// The server's jobs and API, end to end inside one process: the real
+// service, catalog, repository and job manager, talking gRPC over loopback to
+// a fake agent.
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "common/durable_file.h"
+#include "server/catalog/sqlite_catalog.h"
+#include "server/server_service.h"
+#include "tests/unit/server/fake_agent.h"
+#include "tests/unit/server/temp_dir.h"
+
+namespace blkfleet::server {
+namespace {
+
+namespace fs = std::filesystem;
+using blkfleet::testing::FakeAgent;
+using blkfleet::testing::TempDir;
+
+constexpr uint32_t kChunk = 64 * 1024;
+constexpr size_t kDevSize = 8 * 1024 * 1024;  // 128 chunks
+
+std::string DeviceData(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    if ((i / 4096) % 3 == 0) {
+      s[i] = static_cast<char>('A' + (i / 4096) % 26);  // compressible
+    } else {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      s[i] = static_cast<char>(x);
+    }
+  }
+  return s;
+}
+
+std::string ReadFile(const std::string& path) {
+  auto r = ReadWholeFile(path);
+  return r.ok() ? *r : std::string("<unreadable: ") + std::string(r.status().message()) + ">";
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    agent_.Start();
+    agent_.AddDevice("vda", DeviceData(kDevSize, 1), 4096);
+    auto repo = repo::Repository::Open(dir_.path() + "/repo");
+    ASSERT_TRUE(repo.ok()) << repo.status();
+    repo_ = std::move(*repo);
+    auto cat = catalog::SqliteCatalog::Open(dir_.path() + "/catalog.db");
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    catalog_ = std::move(*cat);
+    jobs_ = std::make_unique<JobManager>(catalog_.get(), Clock::Real());
+    BackupOptions opt;
+    opt.lease_ms = 1500;
+    opt.lease_renew_interval = absl::Milliseconds(250);
+    opt.retry_backoff = absl::Milliseconds(20);
+    opt.max_stream_retries = 3;
+    service_ = std::make_unique<ServerService>(catalog_.get(), repo_.get(), &agents_, jobs_.get(),
+                                               Clock::Real(), opt);
+    grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service_.get());
+    server_ = b.BuildAndStart();
+    ASSERT_NE(port, 0);
+    stub_ = v1::Server::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    v1::CreateHostRequest req;
+    req.mutable_host()->set_name("h1");
+    req.mutable_host()->set_agent_address(agent_.address());
+    req.mutable_host()->add_default_devices("vda");
+    v1::Host h;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->CreateHost(&ctx, req, &h).ok());
+  }
+
+  void TearDown() override {
+    server_->Shutdown();
+    jobs_.reset();
+  }
+
+  grpc::Status StartBackup(v1::RunBackupRequest req, v1::Job* job) {
+    grpc::ClientContext ctx;
+    if (req.host().empty()) req.set_host("h1");
+    return stub_->RunBackup(&ctx, req, job);
+  }
+
+  // Runs a backup of h1 and waits for its end.
+  v1::Job Backup(bool force_full = false) {
+    v1::RunBackupRequest req;
+    req.set_chunk_size_bytes(kChunk);
+    req.set_force_full(force_full);
+    v1::Job job;
+    grpc::Status s = StartBackup(req, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return *jobs_->Wait(job.id());
+  }
+
+  grpc::Status StartRestore(const std::string& backup_id, const std::string& path, bool overwrite,
+                            v1::Job* job) {
+    v1::RestoreRequest req;
+    req.set_backup_id(backup_id);
+    req.set_file_path(path);
+    req.set_overwrite(overwrite);
+    grpc::ClientContext ctx;
+    return stub_->Restore(&ctx, req, job);
+  }
+
+  v1::Job RestoreAndWait(const std::string& backup_id, const std::string& path) {
+    v1::Job job;
+    grpc::Status s = StartRestore(backup_id, path, false, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return *jobs_->Wait(job.id());
+  }
+
+  v1::Backup GetBackup(const std::string& id) {
+    v1::GetBackupRequest req;
+    req.set_id(id);
+    v1::Backup b;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->GetBackup(&ctx, req, &b).ok());
+    return b;
+  }
+
+  int BackupCount() {
+    v1::ListBackupsRequest req;
+    v1::ListBackupsResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->ListBackups(&ctx, req, &resp).ok());
+    return resp.backups_size();
+  }
+
+  TempDir dir_;
+  FakeAgent agent_;
+  std::unique_ptr<repo::Repository> repo_;
+  std::unique_ptr<catalog::SqliteCatalog> catalog_;
+  AgentConnector agents_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<ServerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Server::Stub> stub_;
+};
+
+TEST_F(ServerTest, FullThenIncrementalReadsOnlyChangedChunksAndBothRestore) {
+  const std::string original = agent_.Data("vda");
+  v1::Job full = Backup();
+  ASSERT_EQ(full.state(), v1::JOB_STATE_SUCCEEDED) << full.error();
+  v1::Backup b1 = GetBackup(full.backup_id());
+  ASSERT_EQ(b1.devices_size(), 1);
+  const auto& d1 = b1.devices(0);
+  EXPECT_EQ(d1.kind(), v1::BACKUP_KIND_FULL);
+  EXPECT_EQ(d1.chunks_total(), 128u);
+  EXPECT_EQ(d1.chunks_read(), 128u);
+  EXPECT_EQ(d1.bytes_read(), kDevSize);
+  EXPECT_GT(d1.bytes_received(), 0u);
+  EXPECT_EQ(full.progress().chunks_done(), 128u);
+  EXPECT_EQ(agent_.live_snapshots(), 0) << "snapshot destroyed after the backup";
+
+  // Change three blocks: two in chunk 5, one straddling chunks 100/101.
+  agent_.Write("vda", 5 * kChunk + 100, std::string(10, 'x'));
+  agent_.Write("vda", 5 * kChunk + 9000, std::string(10, 'y'));
+  agent_.Write("vda", 101 * kChunk - 5, std::string(10, 'z'));
+  const std::string changed = agent_.Data("vda");
+  const uint64_t sent_before = agent_.chunks_sent_with_data();
+  v1::Job incr = Backup();
+  ASSERT_EQ(incr.state(), v1::JOB_STATE_SUCCEEDED) << incr.error();
+  v1::Backup b2 = GetBackup(incr.backup_id());
+  const auto& d2 = b2.devices(0);
+  EXPECT_EQ(d2.kind(), v1::BACKUP_KIND_INCREMENTAL);
+  EXPECT_EQ(d2.base_backup_id(), b1.id());
+  EXPECT_EQ(d2.chunks_total(), 128u);
+  EXPECT_EQ(d2.chunks_read(), 3u);
+  EXPECT_EQ(d2.chunks_new(), 3u);
+  EXPECT_EQ(d2.bytes_read(), 3u * kChunk);
+  EXPECT_LT(d2.bytes_received(), 3u * kChunk + 1024);
+  EXPECT_EQ(agent_.chunks_sent_with_data() - sent_before, 3u);
+  EXPECT_GT(d2.cbt().change_number(), d1.cbt().change_number());
+
+  v1::Job r2 = RestoreAndWait(b2.id(), dir_.path() + "/r2.img");
+  ASSERT_EQ(r2.state(), v1::JOB_STATE_SUCCEEDED) << r2.error();
+  EXPECT_TRUE(ReadFile(dir_.path() + "/r2.img") == changed);
+  v1::Job r1 = RestoreAndWait(b1.id(), dir_.path() + "/r1.img");
+  ASSERT_EQ(r1.state(), v1::JOB_STATE_SUCCEEDED) << r1.error();
+  EXPECT_TRUE(ReadFile(dir_.path() + "/r1.img") == original);
+}
+
+TEST_F(ServerTest, NoChangeIncrementalReadsNothing) {
+  ASSERT_EQ(Backup().state(), v1::JOB_STATE_SUCCEEDED);
+  v1::Job j = Backup();
+  ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
+  auto d = GetBackup(j.backup_id()).devices(0);
+  EXPECT_EQ(d.kind(), v1::BACKUP_KIND_INCREMENTAL);
+  EXPECT_EQ(d.chunks_read(), 0u);
+  v1::Job r = RestoreAndWait(j.backup_id(), dir_.path() + "/r.img");
+  ASSERT_EQ(r.state(), v1::JOB_STATE_SUCCEEDED) << r.error();
+  EXPECT_TRUE(ReadFile(dir_.path() + "/r.img") == agent_.Data("vda"));
+}
+
+TEST_F(ServerTest, NewGenerationReadsEveryChunkButSendsOnlyNewData) {
+  ASSERT_EQ(Backup().state(), v1::JOB_STATE_SUCCEEDED);
+  agent_.NewGeneration("vda");
+  agent_.Write("vda", 7 * kChunk, std::string(100, 'q'));
+  const uint64_t sent_before = agent_.chunks_sent_with_data();
+  v1::Job j = Backup();
+  ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
+  auto d = GetBackup(j.backup_id()).devices(0);
+  EXPECT_EQ(d.kind(), v1::BACKUP_KIND_FULL);
+  EXPECT_EQ(d.chunks_read(), 128u);
+  EXPECT_EQ(d.chunks_new(), 1u);  // the base's digests were known to the agent
+  EXPECT_EQ(agent_.chunks_sent_with_data() - sent_before, 1u);
+}
+
+TEST_F(ServerTest, ForcedFullReadsEveryChunk) {
+  ASSERT_EQ(Backup().state(), v1::JOB_STATE_SUCCEEDED);
+  v1::Job j = Backup(/*force_full=*/true);
+  ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
+  auto d = GetBackup(j.backup_id()).devices(0);
+  EXPECT_EQ(d.kind(), v1::BACKUP_KIND_FULL);
+  EXPECT_EQ(d.chunks_read(), 128u);
+  EXPECT_EQ(d.chunks_new(), 0u);
+}
+
+TEST_F(ServerTest, BrokenStreamResumesFromTheLastChunkReceived) {
+  agent_.BreakStreams(2, 10);
+  v1::Job j = Backup();
+  ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
+  EXPECT_EQ(j.attempts(), 2u);
+  EXPECT_EQ(agent_.stream_resume_points(), (std::vector<uint64_t>{0, 10, 20}));
+  auto d = GetBackup(j.backup_id()).devices(0);
+  EXPECT_EQ(d.chunks_read(), 128u);
+  v1::Job r = RestoreAndWait(j.backup_id(), dir_.path() + "/r.img");
+  ASSERT_EQ(r.state(), v1::JOB_STATE_SUCCEEDED) << r.error();
+  EXPECT_TRUE(ReadFile(dir_.path() + "/r.img") == agent_.Data("vda"));
+}
+
+TEST_F(ServerTest, UnrecoverableBreakFailsTheJobAndLeavesNoBackup) {
+  agent_.BreakStreams(100, 0);
+  v1::Job j = Backup();
+  EXPECT_EQ(j.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.error().find("giving up"), std::string::npos) << j.error();
+  EXPECT_NE(j.error().find("host h1"), std::string::npos) << j.error();
+  EXPECT_TRUE(j.backup_id().empty());
+  EXPECT_EQ(BackupCount(), 0);
+  EXPECT_EQ(agent_.live_snapshots(), 0) << "snapshot destroyed after a failure";
+  EXPECT_FALSE(catalog_->LatestDeviceBackup("h1", "vda")->has_value());
+  // The failure left no trace that hurts the next backup.
+  agent_.BreakStreams(0, 0);
+  v1::Job again = Backup();
+  ASSERT_EQ(again.state(), v1::JOB_STATE_SUCCEEDED) << again.error();
+  EXPECT_EQ(GetBackup(again.backup_id()).devices(0).kind(), v1::BACKUP_KIND_FULL);
+}
+
+TEST_F(ServerTest, ChunkNotMatchingItsDigestFailsTheJob) {
+  agent_.CorruptNextChunk();
+  v1::Job j = Backup();
+  EXPECT_EQ(j.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.error().find("failed verification"), std::string::npos) << j.error();
+  EXPECT_EQ(BackupCount(), 0);
+}
+
+TEST_F(ServerTest, LeaseIsRenewedWhileTheJobRuns) {
+  // 128 chunks at 20 ms each outlast the 1.5 s lease several times.
+  agent_.SetChunkDelay(absl::Milliseconds(20));
+  v1::Job j = Backup();
+  ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
+  EXPECT_GE(agent_.lease_renewals(), 3);
+}
+
+TEST_F(ServerTest, CancelEndsTheJobCancelledWithNothingVisible) {
+  agent_.SetChunkDelay(absl::Milliseconds(30));
+  v1::RunBackupRequest req;
+  req.set_chunk_size_bytes(kChunk);
+  v1::Job job;
+  ASSERT_TRUE(StartBackup(req, &job).ok());
+  // A second backup of the same host is refused while the first runs.
+  v1::Job other;
+  EXPECT_EQ(StartBackup(req, &other).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  absl::SleepFor(absl::Milliseconds(300));
+  v1::CancelJobRequest creq;
+  creq.set_id(job.id());
+  v1::Job cancelled;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->CancelJob(&ctx, creq, &cancelled).ok());
+  v1::Job end = *jobs_->Wait(job.id());
+  EXPECT_EQ(end.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(BackupCount(), 0);
+  EXPECT_EQ(agent_.live_snapshots(), 0);
+  grpc::ClientContext ctx2;
+  EXPECT_EQ(stub_->CancelJob(&ctx2, creq, &cancelled).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServerTest, WatchJobStreamsProgressUntilTheEnd) {
+  agent_.SetChunkDelay(absl::Milliseconds(5));
+  v1::RunBackupRequest req;
+  req.set_chunk_size_bytes(kChunk);
+  v1::Job job;
+  ASSERT_TRUE(StartBackup(req, &job).ok());
+  v1::WatchJobRequest wreq;
+  wreq.set_id(job.id());
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchJob(&ctx, wreq);
+  v1::Job j;
+  std::vector<v1::Job> seen;
+  while (reader->Read(&j)) seen.push_back(j);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.back().state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(seen.back().progress().chunks_done(), 128u);
+  EXPECT_EQ(seen.back().progress().chunks_total(), 128u);
+  EXPECT_FALSE(seen.back().backup_id().empty());
+  // GetJob after the end answers from the catalog with the same outcome.
+  v1::GetJobRequest greq;
+  greq.set_id(job.id());
+  v1::Job got;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(stub_->GetJob(&ctx2, greq, &got).ok());
+  EXPECT_EQ(got.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(got.backup_id(), seen.back().backup_id());
+}
+
+TEST_F(ServerTest, RestoreOfACorruptChunkFailsLoudlyAndWritesNothing) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED);
+  auto dev = GetBackup(b.backup_id()).devices(0);
+  auto index = repo_->ReadIndex(b.backup_id(), 0, *DigestFromBytes(dev.index_sha256()));
+  ASSERT_TRUE(index.ok());
+  const std::string chunk_path = repo_->chunks().PathOf(index->digests[40]);
+  {
+    std::fstream f(chunk_path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  const std::string target = dir_.path() + "/out.img";
+  v1::Job r = RestoreAndWait(b.backup_id(), target);
+  EXPECT_EQ(r.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(r.error().find("corrupt"), std::string::npos) << r.error();
+  EXPECT_NE(r.error().find(DigestToHex(index->digests[40])), std::string::npos) << r.error();
+  EXPECT_FALSE(fs::exists(target));
+  for (const auto& e : fs::directory_iterator(dir_.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".out.img"), std::string::npos) << e.path();
+  }
+  // A missing chunk too.
+  fs::remove(chunk_path);
+  r = RestoreAndWait(b.backup_id(), target);
+  EXPECT_EQ(r.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(r.error().find("missing"), std::string::npos) << r.error();
+}
+
+TEST_F(ServerTest, RestoreRequestValidation) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED);
+  v1::Job j;
+  const std::string existing = dir_.path() + "/exists.img";
+  ASSERT_TRUE(WriteFileDurably(existing, "keep me").ok());
+  grpc::Status s = StartRestore(b.backup_id(), existing, false, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ReadFile(existing), "keep me");
+  s = StartRestore(b.backup_id(), existing, true, &j);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(jobs_->Wait(j.id())->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(ReadFile(existing) == agent_.Data("vda"));
+
+  EXPECT_EQ(StartRestore(b.backup_id(), "relative.img", false, &j).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(StartRestore(b.backup_id(), "/no/such/dir/x.img", false, &j).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(StartRestore("999", dir_.path() + "/y.img", false, &j).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(StartRestore("x1", dir_.path() + "/y.img", false, &j).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::RestoreRequest req;
+  req.set_backup_id(b.backup_id());
+  req.set_device("vdz");
+  req.set_file_path(dir_.path() + "/y.img");
+  grpc::ClientContext c1;
+  s = stub_->Restore(&c1, req, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("vdz"), std::string::npos);
+  req.clear_file_path();
+  req.set_device("");
+  req.mutable_host_device()->set_host("h1");
+  req.mutable_host_device()->set_device("vda");
+  grpc::ClientContext c2;
+  s = stub_->Restore(&c2, req, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_NE(s.error_message().find("restore to a host device"), std::string::npos);
+  req.clear_host_device();
+  grpc::ClientContext c3;
+  EXPECT_EQ(stub_->Restore(&c3, req, &j).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, HostAndBackupRequestValidation) {
+  auto create = [&](const std::string& name, const std::string& addr) {
+    v1::CreateHostRequest req;
+    req.mutable_host()->set_name(name);
+    req.mutable_host()->set_agent_address(addr);
+    v1::Host h;
+    grpc::ClientContext ctx;
+    return stub_->CreateHost(&ctx, req, &h);
+  };
+  grpc::Status s = create("", "127.0.0.1:1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("host.name"), std::string::npos) << s.error_message();
+  s = create("bad name!", "127.0.0.1:1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = create("h2", "no-port");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("host.agent_address"), std::string::npos);
+  EXPECT_EQ(create("h2", "10.0.0.1:70000").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("h1", "127.0.0.1:1").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_TRUE(create("h2", "[::1]:7481").ok());
+
+  v1::GetHostRequest greq;
+  greq.set_name("nope");
+  v1::Host h;
+  grpc::ClientContext g1;
+  EXPECT_EQ(stub_->GetHost(&g1, greq, &h).error_code(), grpc::StatusCode::NOT_FOUND);
+  greq.set_name("h1");
+  grpc::ClientContext g2;
+  ASSERT_TRUE(stub_->GetHost(&g2, greq, &h).ok());
+  EXPECT_EQ(h.agent_version(), "0.0.0-fake");  // the agent answered
+
+  v1::ListHostsRequest lreq;
+  lreq.set_page_size(1);
+  v1::ListHostsResponse lresp;
+  grpc::ClientContext l1;
+  ASSERT_TRUE(stub_->ListHosts(&l1, lreq, &lresp).ok());
+  ASSERT_EQ(lresp.hosts_size(), 1);
+  EXPECT_FALSE(lresp.next_page_token().empty());
+  lreq.set_page_token(lresp.next_page_token());
+  grpc::ClientContext l2;
+  ASSERT_TRUE(stub_->ListHosts(&l2, lreq, &lresp).ok());
+  EXPECT_EQ(lresp.hosts(0).name(), "h2");
+  lreq.set_page_size(-1);
+  grpc::ClientContext l3;
+  EXPECT_EQ(stub_->ListHosts(&l3, lreq, &lresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  lreq.set_page_size(0);
+  lreq.set_page_token("garbage");
+  grpc::ClientContext l4;
+  EXPECT_EQ(stub_->ListHosts(&l4, lreq, &lresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::Job j;
+  v1::RunBackupRequest rb;
+  rb.set_host("nope");
+  EXPECT_EQ(StartBackup(rb, &j).error_code(), grpc::StatusCode::NOT_FOUND);
+  rb.set_host("h1");
+  rb.add_devices("vda");
+  rb.add_devices("vda");
+  s = StartBackup(rb, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("twice"), std::string::npos);
+  rb.clear_devices();
+  rb.set_chunk_size_bytes(12345);
+  s = StartBackup(rb, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("chunk_size_bytes"), std::string::npos);
+  rb.set_chunk_size_bytes(0);
+  rb.set_host("h2");  // no default devices
+  s = StartBackup(rb, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("devices"), std::string::npos);
+
+  v1::GetJobRequest jreq;
+  jreq.set_id("abc");
+  grpc::ClientContext j1;
+  s = stub_->GetJob(&j1, jreq, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("id"), std::string::npos);
+  jreq.set_id("999");
+  grpc::ClientContext j2;
+  EXPECT_EQ(stub_->GetJob(&j2, jreq, &j).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  v1::DeleteHostRequest dreq;
+  dreq.set_name("h2");
+  v1::DeleteHostResponse dresp;
+  grpc::ClientContext d1;
+  EXPECT_TRUE(stub_->DeleteHost(&d1, dreq, &dresp).ok());
+  grpc::ClientContext d2;
+  EXPECT_EQ(stub_->DeleteHost(&d2, dreq, &dresp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
+  auto expect = [](const grpc::Status& s, const std::string& feature) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    EXPECT_NE(s.error_message().find(feature), std::string::npos) << s.error_message();
+  };
+  v1::Job j;
+  v1::Backup b;
+  {
+    grpc::ClientContext c;
+    expect(stub_->VerifyBackup(&c, v1::VerifyBackupRequest(), &j), "verify");
+  }
+  {
+    grpc::ClientContext c;
+    expect(stub_->Prune(&c, v1::PruneRequest(), &j), "prune");
+  }
+  {
+    grpc::ClientContext c;
+    expect(stub_->CollectGarbage(&c, v1::CollectGarbageRequest(), &j), "garbage collection");
+  }
+  {
+    grpc::ClientContext c;
+    expect(stub_->ProtectBackup(&c, v1::ProtectBackupRequest(), &b), "backup protection");
+  }
+  {
+    grpc::ClientContext c;
+    v1::ListPoliciesResponse r;
+    expect(stub_->ListPolicies(&c, v1::ListPoliciesRequest(), &r), "policies");
+  }
+  {
+    grpc::ClientContext c;
+    v1::ApplyPoliciesResponse r;
+    expect(stub_->ApplyPolicies(&c, v1::ApplyPoliciesRequest(), &r), "policies");
+  }
+}
+
+}  // namespace
+}  // namespace blkfleet::server
