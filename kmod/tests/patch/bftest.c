@@ -125,10 +125,11 @@ static int do_stats(const char *dev, const char *name)
 
 	if (ctl(fd, name, TESTFILT_CMD_STATS, &st, &len) < 0)
 		return result(-1);
-	printf("OK reads=%llu writes=%llu flushes=%llu deferred=%llu failed=%llu last=%llu mode=%u\n",
+	printf("OK reads=%llu writes=%llu flushes=%llu deferred=%llu",
 	       (unsigned long long)st.reads, (unsigned long long)st.writes,
 	       (unsigned long long)st.flushes,
-	       (unsigned long long)st.deferred,
+	       (unsigned long long)st.deferred);
+	printf(" failed=%llu last=%llu mode=%u\n",
 	       (unsigned long long)st.failed,
 	       (unsigned long long)st.last_write_sector, st.mode);
 	return 0;
