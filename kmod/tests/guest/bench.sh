@@ -17,7 +17,7 @@ out() {
 
 # randwrite <device>: 4 KiB O_DIRECT random-write IOPS, 4 threads.
 randwrite() {
-	fio --name=rw --filename="$1" --rw=randwrite --bs=4k --direct=1 \
+	fio --thread --name=rw --filename="$1" --rw=randwrite --bs=4k --direct=1 \
 		--ioengine=psync --numjobs=4 --time_based --runtime="$RUNTIME" \
 		--randrepeat=0 --group_reporting --output-format=terse --terse-version=3 |
 		awk -F';' '{ printf "%d\n", $49 }'
@@ -25,7 +25,7 @@ randwrite() {
 
 # seqread <device> <offset MiB>: 1 MiB O_DIRECT sequential read of 512 MiB, KiB/s.
 seqread() {
-	fio --name=sr --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=psync \
+	fio --thread --name=sr --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=psync \
 		--offset="$2"M --size=512M --output-format=terse --terse-version=3 |
 		awk -F';' '{ printf "%d\n", $7 }'
 }
@@ -34,6 +34,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) 
 
 bf_reload_module || { out error 1 "blksnap does not load"; exit 1; }
 sectors=$(blockdev --getsz /dev/vda)
+
+# The regions the read tests use hold data (not holes of the sparse file).
+dd if=/dev/zero of=/dev/vda bs=1M seek=1024 count=1536 oflag=direct conv=notrunc 2>/dev/null
 
 raw=$(randwrite /dev/vda)
 out raw_randwrite_iops "$raw" iops

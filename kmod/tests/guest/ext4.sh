@@ -8,7 +8,7 @@
 mkfs.ext4 -q -F /dev/vda || fail "mkfs.ext4 /dev/vda"
 mount -t ext4 /dev/vda /mnt || fail "mount /dev/vda"
 mkdir -p /mnt/load /mnt/meta
-fio --name=load --directory=/mnt/load --rw=randwrite --bs=4k --size=24M \
+fio --thread --name=load --directory=/mnt/load --rw=randwrite --bs=4k --size=24M \
 	--numjobs=2 --ioengine=psync --fsync=16 --time_based --runtime=20 \
 	--group_reporting >/tmp/fio.out 2>&1 &
 fio_pid=$!

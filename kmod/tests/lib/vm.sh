@@ -5,7 +5,8 @@
 #
 # Environment (all optional):
 #   KERNEL     kernel image to boot   (default: newest /boot/vmlinuz-6.1.0-*-amd64)
-#   KVER       its release string     (default: taken from the image file name)
+#   KVER       its release string     (default: $KDIR/include/config/kernel.release,
+#              else the image file name)
 #   KDIR       module build directory (default: /lib/modules/$KVER/build)
 #   KMODROOT   root holding lib/modules/$KVER with virtio/ext4/dm modules
 #              (default: /); modules built into the kernel are skipped
@@ -40,6 +41,9 @@ bf_resolve_kernel() {
 		[[ -n $KERNEL ]] || bf_die "no /boot/vmlinuz-6.1.0-*-amd64; set KERNEL"
 	fi
 	[[ -r $KERNEL ]] || bf_die "cannot read kernel image $KERNEL"
+	if [[ -z ${KVER:-} && -n ${KDIR:-} && -r $KDIR/include/config/kernel.release ]]; then
+		KVER=$(<"$KDIR/include/config/kernel.release")
+	fi
 	if [[ -z ${KVER:-} ]]; then
 		KVER=$(basename -- "$KERNEL")
 		KVER=${KVER#vmlinuz-}
@@ -187,8 +191,9 @@ bf_boot() {
 	return "$rc"
 }
 
-# Kernel messages that mean the kernel found something wrong.
-BF_SPLAT_RE='(BUG:|WARNING:|Oops|general protection fault|Kernel panic|lockdep|possible circular locking|possible recursive locking|KASAN|UBSAN|kfence|blocked for more than|hung_task|soft lockup|hard LOCKUP|rcu_sched self-detected|rcu: INFO|Call Trace:|list_add corruption|list_del corruption|kernel BUG)'
+# Kernel messages that mean the kernel found something wrong (lockdep's own
+# reports start with WARNING: or BUG:; its boot banner must not match).
+BF_SPLAT_RE='(BUG:|WARNING:|Oops|general protection fault|Kernel panic|KASAN|UBSAN|kfence|blocked for more than|soft lockup|hard LOCKUP|self-detected stall|rcu: INFO: rcu_|Call Trace:|list_add corruption|list_del corruption|kernel BUG|DEBUG_LOCKS_WARN_ON|suspicious RCU usage|inconsistent lock state|possible circular locking|possible recursive locking|lock held when returning|bad unlock balance|INFO: lockdep is turned off)'
 
 # bf_splats <log>: prints the splat lines of a console log.
 bf_splats() {
