@@ -103,8 +103,9 @@ struct SnapshotStatus {
 
 // An event of a snapshot (UAPI WAIT_EVENT codes).
 struct BackendEvent {
+  // An overflow gives kNoSpace then kCorrupted; other failures kCorrupted.
   enum class Kind {
-    kCorrupted,  // I/O error: `device` and `error_code` are set
+    kCorrupted,  // the snapshot broke: `device` and `error_code` are set
     kNoSpace,    // difference storage hit its limit: `requested_bytes` is set
   };
   Uuid snapshot_id;
@@ -134,7 +135,9 @@ class SnapshotImage {
 
   // Writes `data` at `offset` into the image (its difference storage; the
   // original device is never touched). The written blocks are marked in the
-  // device's active CBT map. Errors as ReadAt; a write that overflows the
+  // device's active CBT map with the active change number and in the frozen
+  // map with this snapshot's change number, so that a backup of this
+  // snapshot reads them. Errors as ReadAt; a write that overflows the
   // difference storage corrupts the snapshot and fails with ABORTED.
   virtual absl::Status WriteAt(uint64_t offset, std::span<const uint8_t> data) = 0;
 };

@@ -39,6 +39,14 @@ bool ValidDeviceName(const std::string& name) {
   });
 }
 
+// Sets the map bytes of the blocks overlapping [offset, offset + length).
+void MarkBlocks(std::vector<uint8_t>& map, uint32_t block_size, uint64_t offset, uint64_t length,
+                uint8_t value) {
+  if (length == 0) return;
+  std::fill(map.begin() + static_cast<ptrdiff_t>(offset / block_size),
+            map.begin() + static_cast<ptrdiff_t>((offset + length - 1) / block_size + 1), value);
+}
+
 absl::Status CheckRange(const std::string& what, uint64_t offset, uint64_t length,
                         uint64_t size) {
   if (offset > size || length > size - offset) {
@@ -490,29 +498,32 @@ void SimBackend::Dispatch(const std::vector<BackendEvent>& events) {
 }
 
 void SimBackend::MarkCbt(Device& dev, uint64_t offset, uint64_t length) {
-  if (!dev.tracker || length == 0) return;
-  Tracker& t = *dev.tracker;
-  uint64_t first = offset / dev.block_size;
-  uint64_t last = (offset + length - 1) / dev.block_size;
-  std::fill(t.map.begin() + static_cast<ptrdiff_t>(first),
-            t.map.begin() + static_cast<ptrdiff_t>(last + 1), t.active);
+  if (!dev.tracker) return;
+  MarkBlocks(dev.tracker->map, dev.block_size, offset, length, dev.tracker->active);
 }
 
 void SimBackend::Corrupt(Snapshot& snap, const std::string& device, int32_t error_code,
                          BackendEvent::Kind kind, uint64_t requested_bytes, std::string error,
                          std::vector<BackendEvent>* events) {
-  if (snap.corrupted) return;
+  if (snap.corrupted) return;  // the first error wins
   snap.corrupted = true;
   snap.error_code = error_code;
   snap.error = error;
+  // As the module: a lack of room gives a no-space event, and any
+  // corruption a corrupted event naming the device and the error.
   BackendEvent e;
   e.snapshot_id = snap.id;
-  e.kind = kind;
   e.time = clock_->Now();
   e.device = device;
   e.error_code = error_code;
-  e.requested_bytes = requested_bytes;
   e.message = std::move(error);
+  if (kind == BackendEvent::Kind::kNoSpace) {
+    e.kind = BackendEvent::Kind::kNoSpace;
+    e.requested_bytes = requested_bytes;
+    events->push_back(e);
+  }
+  e.kind = BackendEvent::Kind::kCorrupted;
+  e.requested_bytes = 0;
   events->push_back(std::move(e));
 }
 
@@ -669,6 +680,11 @@ absl::Status SimBackend::ImageWrite(const std::shared_ptr<Snapshot>& snap, size_
         CheckRange(absl::StrCat("the image of ", dev.name), offset, data.size(), dev.size));
     if (!snap->corrupted && !data.empty()) {
       MarkCbt(dev, offset, data.size());
+      // The write changes what the snapshot holds: its own frozen map shows
+      // the blocks with its change number, so a backup of this snapshot
+      // reads them.
+      MarkBlocks(dev.tracker->frozen, dev.block_size, offset, data.size(),
+                 dev.tracker->frozen_change);
       if (CopyOnWrite(*snap, sd, offset, data.size(), &events)) {
         const uint64_t cs = dev.chunk_size;
         const uint8_t* src = data.data();

@@ -6,16 +6,19 @@
 //
 // Each simulated device is a file `<dir>/<name>.img` of a fixed size. A
 // workload writes to devices through Write(), which does what the module's
-// bio interception does: mark the CBT map, then, if the device is in a taken
+// bio interception does: mark the active CBT map, then, if the device is in a taken
 // snapshot, copy the old content of every chunk not yet saved into the
 // snapshot's difference storage before the new data lands (synchronous
 // copy-on-write). Chunk records exist only for chunks that differ. Images
 // read saved chunks from the difference storage and the rest from the
-// device; image writes go to the difference storage only.
+// device; image writes go to the difference storage only and mark the
+// active CBT map and, with the snapshot's own change number, the frozen one
+// (the snapshot's content changed: its backup must read those blocks).
 //
 // Overflow of the difference-storage limit (or an I/O error on it) marks the
-// snapshot corrupted and emits an event; the device write still lands, so
-// the device never loses data.
+// snapshot corrupted and emits a no-space event (overflow only) and a
+// corrupted event; the device write still lands, so the device never loses
+// data.
 //
 // Locking: one reader/writer mutex. Image and device reads share it (several
 // chunk reads of a StreamImage run in parallel); writes, takes and

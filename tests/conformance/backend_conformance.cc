@@ -314,6 +314,11 @@ TEST_P(BackendConformance, OverflowCorruptsTheSnapshotButNeverTheDevice) {
   ASSERT_TRUE(e.has_value()) << "no no-space event";
   EXPECT_EQ(e->snapshot_id, id);
   EXPECT_GT(e->requested_bytes, 0u);
+  e = WaitForEvent(BackendEvent::Kind::kCorrupted);
+  ASSERT_TRUE(e.has_value()) << "no corrupted event";
+  EXPECT_EQ(e->snapshot_id, id);
+  EXPECT_EQ(e->device, dev(0));
+  EXPECT_EQ(e->error_code, -ENOSPC);
   auto status = backend().GetSnapshotStatus(id);
   ASSERT_TRUE(status.ok());
   EXPECT_TRUE(status->corrupted);
@@ -435,6 +440,14 @@ TEST_P(BackendConformance, ImageWritesStayInTheImage) {
   std::vector<uint8_t> device(before.size());
   ASSERT_TRUE(target_->Read(dev(1), 0, device).ok());
   EXPECT_TRUE(device == before) << "an image write reached the device";
+  // The snapshot's content changed: its frozen map shows the written blocks
+  // with its own change number, so that its backup reads them.
+  const uint32_t bs = backend().GetCbtInfo(dev(1))->block_size_bytes;
+  const std::vector<uint8_t> frozen = FrozenMap(dev(1));
+  for (uint32_t b = 0; b < frozen.size(); ++b) {
+    const bool written = b >= 123 * 1024 / bs && b <= (123 * 1024 + patch.size() - 1) / bs;
+    EXPECT_EQ(frozen[b], written ? 1 : 0) << "block " << b;
+  }
 }
 
 }  // namespace blkfleet::conformance

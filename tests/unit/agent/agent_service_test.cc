@@ -225,15 +225,18 @@ TEST_F(AgentFixture, WatchSeesNoSpaceThenDestroyAndEnds) {
   v1::DestroySnapshotResponse dr;
   ASSERT_TRUE(stub_->DestroySnapshot(Ctx().get(), destroy, &dr).ok());
   EXPECT_TRUE(watcher.Finish().ok());
-  ASSERT_EQ(watcher.events().size(), 2u);
+  ASSERT_EQ(watcher.events().size(), 3u);
   EXPECT_EQ(watcher.events()[0].kind(), v1::SNAPSHOT_EVENT_KIND_NO_SPACE);
   EXPECT_EQ(watcher.events()[0].requested_bytes(), 256 * 1024u);
-  EXPECT_EQ(watcher.events()[1].kind(), v1::SNAPSHOT_EVENT_KIND_DESTROYED);
+  EXPECT_EQ(watcher.events()[1].kind(), v1::SNAPSHOT_EVENT_KIND_CORRUPTED);
+  EXPECT_EQ(watcher.events()[1].device(), "vdc");
+  EXPECT_EQ(watcher.events()[1].error_code(), -ENOSPC);
+  EXPECT_EQ(watcher.events()[2].kind(), v1::SNAPSHOT_EVENT_KIND_DESTROYED);
   // A watch of every snapshot goes on until cancelled.
   absl::SleepFor(absl::Milliseconds(300));
   all.Cancel();
   EXPECT_EQ(all.Finish().error_code(), grpc::CANCELLED);
-  EXPECT_EQ(all.events().size(), 2u);
+  EXPECT_EQ(all.events().size(), 3u);
 
   v1::WatchSnapshotEventsRequest req;
   req.set_snapshot_id(s.id());

@@ -200,15 +200,20 @@ TEST_F(SimBackendTest, ImageWritesGoToTheDifferenceStorageOnly) {
   ASSERT_TRUE(sim_->Write("vdb", 300000, RandomBytes(100, 9)).ok());
   ASSERT_TRUE((*image)->ReadAt(300000, back).ok());
   EXPECT_EQ(back, patch);
-  // Image writes are tracked with the active change number (2 after take 1).
+  // Image writes are tracked: in the held snapshot's frozen map with its
+  // own change number (1), in the active map with the next one (2).
+  const uint32_t block = sim_->GetCbtInfo("vdb")->block_size_bytes;
+  auto touched = [&](uint32_t b) {
+    return b >= 300000 / block && b <= (300000 + 70000 - 1) / block;
+  };
+  auto held = FrozenMap("vdb");
+  for (uint32_t b = 0; b < held.size(); ++b) {
+    EXPECT_EQ(held[b], touched(b) ? 1 : 0) << "block " << b;
+  }
   ASSERT_TRUE(sim_->DestroySnapshot(id).ok());
   Take({"vdb"});
   auto map = FrozenMap("vdb");
-  const uint32_t block = sim_->GetCbtInfo("vdb")->block_size_bytes;
-  for (uint32_t b = 0; b < map.size(); ++b) {
-    bool touched = b >= 300000 / block && b <= (300000 + 70000 - 1) / block;
-    EXPECT_EQ(map[b], touched ? 2 : 0) << "block " << b;
-  }
+  for (uint32_t b = 0; b < map.size(); ++b) EXPECT_EQ(map[b], touched(b) ? 2 : 0) << "block " << b;
 }
 
 TEST_F(SimBackendTest, OverflowCorruptsTheSnapshotButNeverTheDevice) {
@@ -234,10 +239,13 @@ TEST_F(SimBackendTest, OverflowCorruptsTheSnapshotButNeverTheDevice) {
   EXPECT_EQ(read.code(), absl::StatusCode::kAborted);
   EXPECT_THAT(read.message(), HasSubstr("overflow"));
   auto events = Events();
-  ASSERT_EQ(events.size(), 1u) << "one event, not one per write";
+  ASSERT_EQ(events.size(), 2u) << "no-space and corrupted once, not once per write";
   EXPECT_EQ(events[0].kind, BackendEvent::Kind::kNoSpace);
   EXPECT_EQ(events[0].snapshot_id, id);
   EXPECT_EQ(events[0].requested_bytes, chunk);
+  EXPECT_EQ(events[1].kind, BackendEvent::Kind::kCorrupted);
+  EXPECT_EQ(events[1].device, "vda");
+  EXPECT_EQ(events[1].error_code, -ENOSPC);
   EXPECT_EQ((*image)->WriteAt(0, back).code(), absl::StatusCode::kAborted);
 }
 
