@@ -84,7 +84,8 @@ int chunk_copy(struct diff_area *area, unsigned long nr)
 	struct chunk *chunk;
 	int ret;
 
-	buf = diff_buffer_get(&area->pool, GFP_NOIO);
+	/* Callers run under memalloc_noio_save(): no I/O from reclaim. */
+	buf = diff_buffer_get(&area->pool, GFP_KERNEL);
 	if (!buf)
 		return -ENOMEM;
 	chunk = kmem_cache_alloc(chunk_cache, GFP_NOIO);

@@ -18,8 +18,8 @@
  * entry instead would recurse, and a compiler-generated tail jump would
  * defeat ftrace's recursion guard.
  *
- * Symbols are resolved by registering a kprobe on them (kallsyms_lookup_name
- * is not exported).
+ * Symbols are resolved with kallsyms_lookup_name(), itself found with a
+ * kprobe (it is not exported).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -364,16 +364,32 @@ static void blksnap_del_gendisk(struct gendisk *disk)
 	hook_leave();
 }
 
-static unsigned long lookup_symbol(const char *name)
+typedef unsigned long (*kallsyms_lookup_name_t)(const char *name);
+
+/*
+ * kallsyms_lookup_name() is not exported: find it with a kprobe, once.
+ * The probe sits on a function that the I/O path never calls: a probe on
+ * a hot function would be hit by other CPUs while it is torn down.
+ */
+static kallsyms_lookup_name_t find_kallsyms_lookup_name(void)
 {
-	struct kprobe kp = { .symbol_name = name };
+	static struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
 	unsigned long addr;
 
 	if (register_kprobe(&kp) < 0)
-		return 0;
+		return NULL;
 	addr = (unsigned long)kp.addr;
 	unregister_kprobe(&kp);
-	return addr;
+	return (kallsyms_lookup_name_t)addr;
+}
+
+static unsigned long lookup_symbol(const char *name)
+{
+	static kallsyms_lookup_name_t lookup;
+
+	if (!lookup)
+		lookup = find_kallsyms_lookup_name();
+	return lookup ? lookup(name) : 0;
 }
 
 static int hook_install(struct hook *hook)
@@ -413,7 +429,7 @@ static int hook_install(struct hook *hook)
 	if (ret) {
 		pr_err("register_ftrace_function(%s) failed: %d\n",
 		       hook->name, ret);
-		ftrace_set_filter_ip(&hook->ops, addr, 1, 0);
+		ftrace_free_filter(&hook->ops);
 	}
 	return ret;
 }
@@ -425,7 +441,7 @@ static void hook_remove(struct hook *hook)
 	if (ret)
 		pr_err("unregister_ftrace_function(%s) failed: %d\n",
 		       hook->name, ret);
-	ftrace_set_filter_ip(&hook->ops, hook->site, 1, 0);
+	ftrace_free_filter(&hook->ops);
 }
 
 int blksnap_intercept_init(struct blkfilter_operations *ops)
