@@ -54,7 +54,7 @@ class JobManager::Live final : public JobContext {
   }
 
   void SetPhase(const std::string& phase) override {
-    Mutate([&](v1::Job& j) { j.mutable_progress()->set_phase(phase); }, true);
+    Mutate([&](v1::Job& j) { j.mutable_progress()->set_phase(phase); }, false);
   }
   void SetTotals(uint64_t bytes, uint64_t chunks) override {
     Mutate([&](v1::Job& j) {
@@ -70,10 +70,10 @@ class JobManager::Live final : public JobContext {
     }, false);
   }
   void AddAttempt() override {
-    Mutate([&](v1::Job& j) { j.set_attempts(j.attempts() + 1); }, true);
+    Mutate([&](v1::Job& j) { j.set_attempts(j.attempts() + 1); }, false);
   }
   void SetBackupId(const std::string& id) override {
-    Mutate([&](v1::Job& j) { j.set_backup_id(id); }, true);
+    Mutate([&](v1::Job& j) { j.set_backup_id(id); }, false);
   }
 
   // Sets the state (and times) and writes it to the catalog at once.
@@ -212,6 +212,12 @@ std::shared_ptr<JobManager::Live> JobManager::FindLive(const std::string& id) {
   absl::MutexLock l(&mu_);
   auto it = live_.find(id);
   return it == live_.end() ? nullptr : it->second;
+}
+
+std::optional<v1::Job> JobManager::GetLive(const std::string& id) {
+  std::shared_ptr<Live> live = FindLive(id);
+  if (!live) return std::nullopt;
+  return live->Snapshot(nullptr);
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -53,6 +54,8 @@ class JobManager {
                                 const std::string& busy_message, Body body);
 
   absl::StatusOr<v1::Job> Get(const std::string& id);
+  // The in-memory state of job `id` while it runs; nullopt otherwise.
+  std::optional<v1::Job> GetLive(const std::string& id);
   // Calls `on_state` with the job's state now and after every change, at most
   // every `min_interval`, until the job ended (after its final state) or
   // `on_state` returns false.

@@ -297,8 +297,8 @@ grpc::Status ServerService::ListJobs(grpc::ServerContext*, const v1::ListJobsReq
   RETURN_IF_BAD(jobs.status());
   for (auto& j : *jobs) {
     // Running jobs: the live state is fresher than the catalog's.
-    auto live = jobs_->Get(j.id());
-    *resp->add_jobs() = live.ok() ? *live : j;
+    std::optional<v1::Job> live = jobs_->GetLive(j.id());
+    *resp->add_jobs() = live ? *live : j;
   }
   resp->set_next_page_token(NextPageToken(*page, jobs->size()));
   return grpc::Status::OK;

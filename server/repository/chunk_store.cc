@@ -131,7 +131,10 @@ absl::Status ChunkStore::Get(const Sha256Digest& digest, ZstdCodec* codec,
                                             "): ", why));
   };
   if (static_cast<size_t>(st.st_size) < kHeaderSize) return corrupt("shorter than its header");
-  std::string buf(static_cast<size_t>(st.st_size), '\0');
+  // Reused per thread: restore reads many chunks of one size, and a fresh
+  // buffer would be zero-filled every time.
+  thread_local std::string buf;
+  buf.resize(static_cast<size_t>(st.st_size));
   size_t done = 0;
   while (done < buf.size()) {
     ssize_t n = ::pread(fd.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(done));
@@ -162,8 +165,7 @@ absl::Status ChunkStore::Get(const Sha256Digest& digest, ZstdCodec* codec,
     if (!s.ok()) return corrupt(std::string(s.message()));
   } else {
     if (stored_length != plain_length) return corrupt("raw chunk length mismatch");
-    buf.erase(0, kHeaderSize);
-    *plain = std::move(buf);
+    plain->assign(stored.data(), stored.size());
   }
   if (Sha256(*plain) != digest) return corrupt("content does not match its digest");
   return absl::OkStatus();

@@ -43,7 +43,10 @@ absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& 
     }
     id = j.value("id", "");
   } else if (absl::IsNotFound(meta.status())) {
-    if (!std::filesystem::is_empty(root)) {
+    std::error_code ec;
+    bool empty = std::filesystem::is_empty(root, ec);
+    if (ec) return ErrnoStatus(ec.value(), absl::StrCat("read directory ", root));
+    if (!empty) {
       return absl::FailedPreconditionError(
           absl::StrCat(root, " is not empty and holds no repo.json: refusing to use it"));
     }
