@@ -104,7 +104,7 @@ int chunk_copy(struct diff_area *area, unsigned long nr)
 	if (ret)
 		goto out_free_chunk;
 	ret = diff_storage_io(area->storage, true, chunk->diff_sector,
-			      buf->bvec, buf->nr_pages, bytes);
+			      buf->bvec, buf->nr_pages, 0, bytes);
 	if (ret) {
 		pr_err("storing chunk %lu failed: %d\n", nr, ret);
 		goto out_free_chunk;

@@ -144,13 +144,57 @@ bool diff_area_cow(struct diff_area *area, struct bio *bio)
 }
 
 /*
- * I/O to the snapshot image, within one chunk. A read takes the copy in the
- * difference storage if there is one, the origin otherwise; a write copies
- * the chunk first and then changes the copy.
+ * Read from the snapshot image, across any number of chunks, without locks.
+ *
+ * The whole range is read from the origin first; then every chunk that has
+ * a copy in the difference storage is read again from there. That is
+ * enough: an origin write to a chunk is let through only after the chunk's
+ * copy is published, so a chunk still without a copy once the origin read
+ * has completed had no new data written to it before that read. A snapshot
+ * that became corrupted meanwhile may have let writes through uncopied: the
+ * read then fails.
  */
-int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
-		       struct bio_vec *bvec, unsigned int nr_bvec,
-		       size_t bytes)
+static int image_read(struct diff_area *area, sector_t sector,
+		      struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
+{
+	sector_t count = bytes >> SECTOR_SHIFT;
+	unsigned long nr, first, last;
+	int ret;
+
+	if (snapshot_error(area->snapshot))
+		return -EIO;
+	ret = blksnap_bdev_io(area->orig_bdev, REQ_OP_READ, sector, bvec,
+			      bytes);
+	if (ret)
+		return ret;
+	if (!chunk_range(area, sector, count, &first, &last))
+		return -EIO;
+	for (nr = first; nr <= last; nr++) {
+		struct chunk *chunk = xa_load(&area->chunks, nr);
+		sector_t start, end;
+
+		if (!chunk)
+			continue;
+		start = max(sector, diff_area_chunk_sector(area, nr));
+		end = min(sector + count, diff_area_chunk_sector(area, nr) +
+			  diff_area_chunk_sectors(area, nr));
+		ret = diff_storage_io(area->storage, false, chunk->diff_sector +
+				      start - diff_area_chunk_sector(area, nr),
+				      bvec, nr_bvec,
+				      (size_t)(start - sector) << SECTOR_SHIFT,
+				      (size_t)(end - start) << SECTOR_SHIFT);
+		if (ret)
+			return ret;
+	}
+	return snapshot_error(area->snapshot) ? -EIO : 0;
+}
+
+/*
+ * Write to the snapshot image, within one chunk: copy the chunk to the
+ * difference storage first if it has no copy yet, then change the copy.
+ */
+static int image_write(struct diff_area *area, sector_t sector,
+		       struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
 {
 	unsigned long nr = sector >> area->chunk_shift;
 	sector_t offset = sector - diff_area_chunk_sector(area, nr);
@@ -158,16 +202,13 @@ int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
 	struct chunk *chunk;
 	int ret = 0;
 
-	if (write)
-		down_write(stripe);
-	else
-		down_read(stripe);
+	down_write(stripe);
 	if (snapshot_error(area->snapshot)) {
 		ret = -EIO;
 		goto out_unlock;
 	}
 	chunk = xa_load(&area->chunks, nr);
-	if (!chunk && write) {
+	if (!chunk) {
 		ret = chunk_copy(area, nr);
 		if (ret) {
 			snapshot_set_error(area->snapshot, area->dev, ret);
@@ -175,22 +216,27 @@ int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
 		}
 		chunk = xa_load(&area->chunks, nr);
 	}
-	if (chunk)
-		ret = diff_storage_io(area->storage, write,
-				      chunk->diff_sector + offset, bvec,
-				      nr_bvec, bytes);
-	else
-		ret = blksnap_bdev_io(area->orig_bdev, REQ_OP_READ, sector,
-				      bvec, bytes);
+	ret = diff_storage_io(area->storage, true, chunk->diff_sector + offset,
+			      bvec, nr_bvec, 0, bytes);
 out_unlock:
-	if (write)
-		up_write(stripe);
-	else
-		up_read(stripe);
-	if (!ret && write)
+	up_write(stripe);
+	if (!ret)
 		cbt_map_mark_both(area->tracker->cbt_map, sector,
 				  bytes >> SECTOR_SHIFT);
 	return ret;
+}
+
+/*
+ * I/O to the snapshot image: a write must stay within one chunk, a read
+ * may span several.
+ */
+int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
+		       struct bio_vec *bvec, unsigned int nr_bvec,
+		       size_t bytes)
+{
+	if (write)
+		return image_write(area, sector, bvec, nr_bvec, bytes);
+	return image_read(area, sector, bvec, nr_bvec, bytes);
 }
 
 struct diff_area *diff_area_new(struct snapshot *snapshot,

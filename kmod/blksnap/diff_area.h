@@ -38,11 +38,10 @@ struct cow_worker {
  * @chunks:	chunk number -> struct chunk, only for chunks copied to the
  *		difference storage; an entry is never removed before the area
  *		is freed, so a lookup needs no lock
- * @stripes:	chunk nr's lock is stripes[nr % DIFF_AREA_STRIPES]. Held for
+ * @stripes:	chunk nr's lock is stripes[nr % DIFF_AREA_STRIPES], held for
  *		writing while the chunk is copied or its image data written,
- *		for reading while the image reads it. An origin write to a
- *		chunk not copied is held back until the copy is stored, so an
- *		image read of the origin under the read lock sees old data.
+ *		so that a chunk is copied once. Image reads take no lock (see
+ *		image_read() in diff_area.c).
  * @pool:	buffers for chunk copies
  * @cow_lock:	guards @cow_bios
  * @cow_bios:	origin writes held until their chunks are copied

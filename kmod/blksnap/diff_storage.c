@@ -179,15 +179,21 @@ out_unlock:
 	return ret;
 }
 
+/*
+ * Read or write @bytes at @sector of the storage, from or to the data of
+ * the bvecs that follows the first @skip bytes.
+ */
 int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
-		    struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
+		    struct bio_vec *bvec, unsigned int nr_bvec, size_t skip,
+		    size_t bytes)
 {
 	loff_t pos = (loff_t)sector << SECTOR_SHIFT;
 	struct iov_iter iter;
 	ssize_t ret;
 
 	iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec, nr_bvec,
-		      bytes);
+		      skip + bytes);
+	iov_iter_advance(&iter, skip);
 	if (write) {
 		file_start_write(storage->file);
 		ret = vfs_iter_write(storage->file, &iter, &pos, 0);

@@ -41,7 +41,8 @@ void diff_storage_close(struct diff_storage *storage);
 int diff_storage_alloc(struct diff_storage *storage, sector_t count,
 		       sector_t *sector);
 int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
-		    struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes);
+		    struct bio_vec *bvec, unsigned int nr_bvec, size_t skip,
+		    size_t bytes);
 bool diff_storage_on_device(struct diff_storage *storage,
 			    struct block_device *bdev);
 

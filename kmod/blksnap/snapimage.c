@@ -72,10 +72,13 @@ static int image_serve(struct image_worker *worker, struct bio *bio,
 		size_t room, bytes = 0;
 		unsigned int n = 0;
 
-		/* One call per chunk: bytes up to the end of this chunk. */
-		room = (size_t)(diff_area_chunk_sector(area, nr) +
-				diff_area_chunk_sectors(area, nr) - sector)
-		       << SECTOR_SHIFT;
+		/* A write stays within a chunk; a read may cross chunks. */
+		if (write)
+			room = (size_t)(diff_area_chunk_sector(area, nr) +
+					diff_area_chunk_sectors(area, nr) -
+					sector) << SECTOR_SHIFT;
+		else
+			room = iter.bi_size;
 		while (iter.bi_size && bytes < room && n < IMAGE_BVECS) {
 			struct bio_vec bv = bio_iter_iovec(bio, iter);
 

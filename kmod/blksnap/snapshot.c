@@ -37,6 +37,8 @@ struct snapshot_member {
  * @id:		the id user space knows it by
  * @members:	struct snapshot_member, guarded by snapshots_lock
  * @is_taken:	guarded by snapshots_lock
+ * @is_destroying: no longer listed, its images are going away; guarded by
+ *		snapshots_lock
  * @error:	first error that corrupted the snapshot, 0 while sound
  * @storage:	difference storage, from create to destroy
  * @events:	events for IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT
@@ -47,6 +49,7 @@ struct snapshot {
 	uuid_t id;
 	struct list_head members;
 	bool is_taken;
+	bool is_destroying;
 	atomic_t error;
 	struct diff_storage *storage;
 	struct event_queue events;
@@ -142,6 +145,18 @@ int snapshot_destroy(const uuid_t *id)
 		return -ENOENT;
 	}
 	list_del(&snapshot->link);
+	snapshot->is_destroying = true;
+	mutex_unlock(&snapshots_lock);
+
+	/*
+	 * The images go first, while copy-on-write still protects what they
+	 * show; del_gendisk() must not be called under snapshots_lock.
+	 */
+	list_for_each_entry(member, &snapshot->members, link)
+		if (member->image)
+			snapimage_free(member->image);
+
+	mutex_lock(&snapshots_lock);
 	/* Copy-on-write stops at one instant for all devices. */
 	percpu_down_write(&tracker_switch_sem);
 	list_for_each_entry(member, &snapshot->members, link)
@@ -155,8 +170,6 @@ int snapshot_destroy(const uuid_t *id)
 	event_queue_close(&snapshot->events);
 	list_for_each_entry_safe(member, next, &snapshot->members, link) {
 		list_del(&member->link);
-		if (member->image)
-			snapimage_free(member->image);
 		if (member->area)
 			diff_area_free(member->area);
 		tracker_put(member->tracker);
@@ -400,7 +413,7 @@ int snapshot_device_info(struct tracker *tracker,
 
 	mutex_lock(&snapshots_lock);
 	snapshot = tracker->snapshot;
-	if (snapshot) {
+	if (snapshot && !snapshot->is_destroying) {
 		info->error_code = snapshot_error(snapshot);
 		list_for_each_entry(member, &snapshot->members, link) {
 			if (member->tracker == tracker && member->image)
@@ -434,11 +447,14 @@ void snapshot_tracker_detached(struct tracker *tracker)
 	mutex_lock(&snapshots_lock);
 	snapshot = tracker->snapshot;
 	if (snapshot && snapshot->is_taken) {
-		/* The snapshot can no longer see writes: it is lost. */
+		/*
+		 * The snapshot can no longer see writes: it is lost. The error
+		 * comes first, so that image reads fail once writes pass.
+		 */
+		snapshot_set_error(snapshot, tracker->dev, -ENODEV);
 		percpu_down_write(&tracker_switch_sem);
 		tracker->diff_area = NULL;
 		percpu_up_write(&tracker_switch_sem);
-		snapshot_set_error(snapshot, tracker->dev, -ENODEV);
 	} else if (snapshot) {
 		list_for_each_entry(member, &snapshot->members, link) {
 			if (member->tracker == tracker) {
