@@ -4,7 +4,7 @@
 # open, while a snapshot is held and while the filter is attached, and the
 # snapshot and tracking keep working after each refusal.  Once destroyed
 # and detached, rmmod succeeds with writes to the device in flight, and
-# the module loads again with a new CBT generation, three times over.  No
+# the module loads again with a new CBT generation, six times over.  No
 # origin write fails and the origin reads back what is written.
 # shellcheck source=guest/common.sh
 . /t/common.sh
@@ -15,16 +15,18 @@ must_refuse() {
 	[ -e /dev/blksnap-control ] || fail "control device gone after the refused rmmod $1"
 }
 
+# Two writers keep bios in flight through every unload and load.
 touch /tmp/writing
-(
-	i=0
-	while [ -e /tmp/writing ]; do
-		dd if=/dev/urandom of=/dev/vda bs=64k count=8 seek=$((i * 37 % 3000)) \
-			oflag=direct conv=notrunc 2>/dev/null || echo "WRITE-ERROR"
-		i=$((i + 1))
-	done
-) >/tmp/writer.log &
-writer=$!
+for w in 1 2; do
+	(
+		i=$w
+		while [ -e /tmp/writing ]; do
+			dd if=/dev/zero of=/dev/vda bs=64k count=8 seek=$((i * 37 % 3000)) \
+				oflag=direct conv=notrunc 2>/dev/null || echo "WRITE-ERROR"
+			i=$((i + 2))
+		done
+	) >/tmp/writer$w.log &
+done
 
 bsctl attach /dev/vda || fail "attach"
 gen_prev=$(bsctl cbt /dev/vda | cut -d' ' -f1)
@@ -44,7 +46,7 @@ bsctl detach /dev/vda || fail "detach"
 rmmod blksnap || fail "rmmod after destroy and detach, writes in flight"
 [ ! -e "/sys/block/${img#/dev/}" ] || fail "image ${img#/dev/} still in /sys/block after rmmod"
 
-for cycle in 1 2 3; do
+for cycle in 1 2 3 4 5 6; do
 	bf_reload_module || fail "reload $cycle"
 	bsctl attach /dev/vda || fail "attach after reload $cycle"
 	gen=$(bsctl cbt /dev/vda | cut -d' ' -f1)
@@ -57,8 +59,8 @@ for cycle in 1 2 3; do
 	rmmod blksnap || fail "rmmod in cycle $cycle"
 done
 rm -f /tmp/writing
-wait $writer
-! grep -q WRITE-ERROR /tmp/writer.log || fail "origin writes failed during unload/reload"
+wait
+! grep -q WRITE-ERROR /tmp/writer1.log /tmp/writer2.log || fail "origin writes failed during unload/reload"
 
 dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 2>/dev/null
 dd if=/tmp/pattern of=/dev/vda bs=1M seek=100 oflag=direct conv=notrunc 2>/dev/null || fail "write after unload"
