@@ -59,14 +59,20 @@ class FakeImage final : public SnapshotImage {
 
 constexpr uint32_t kChunk = 64 * 1024;
 
-TEST(ImageStreamer, KeepsNoMoreThanTheWindowInFlight) {
-  FakeImage image(100 * kChunk, kChunk, [](uint64_t i) { return static_cast<uint8_t>(i); });
-  ThreadPool pool(4);
+// Every chunk of `image`, with a window of `window_chunks` chunks.
+ImageStreamPlan PlanAll(FakeImage& image, uint64_t chunks, uint64_t window_chunks = 8) {
   ImageStreamPlan plan;
   plan.image = &image;
   plan.chunk_size = kChunk;
-  plan.ranges = {{0, 100}};
-  plan.window_bytes = 5 * kChunk;
+  plan.ranges = {{0, chunks}};
+  plan.window_bytes = window_chunks * kChunk;
+  return plan;
+}
+
+TEST(ImageStreamer, KeepsNoMoreThanTheWindowInFlight) {
+  FakeImage image(100 * kChunk, kChunk, [](uint64_t i) { return static_cast<uint8_t>(i); });
+  ThreadPool pool(4);
+  const ImageStreamPlan plan = PlanAll(image, 100, 5);
   std::vector<uint64_t> order;
   auto summary = StreamImageChunks(
       plan, &pool,
@@ -90,11 +96,7 @@ TEST(ImageStreamer, DataPrecedesEveryDigestOnlyReferenceToIt) {
   // order, but each value's first chunk must carry the data.
   FakeImage image(60 * kChunk, kChunk, [](uint64_t i) { return static_cast<uint8_t>(i % 3); });
   ThreadPool pool(4);
-  ImageStreamPlan plan;
-  plan.image = &image;
-  plan.chunk_size = kChunk;
-  plan.ranges = {{0, 60}};
-  plan.window_bytes = 16 * kChunk;
+  const ImageStreamPlan plan = PlanAll(image, 60, 16);
   std::vector<v1::ImageChunk> chunks;
   auto summary = StreamImageChunks(
       plan, &pool,
@@ -116,10 +118,7 @@ TEST(ImageStreamer, DataPrecedesEveryDigestOnlyReferenceToIt) {
 TEST(ImageStreamer, AReceiverThatGoesAwayEndsTheStreamCancelled) {
   FakeImage image(40 * kChunk, kChunk, [](uint64_t i) { return static_cast<uint8_t>(i); });
   ThreadPool pool(2);
-  ImageStreamPlan plan;
-  plan.image = &image;
-  plan.chunk_size = kChunk;
-  plan.ranges = {{0, 40}};
+  const ImageStreamPlan plan = PlanAll(image, 40);
   int sent = 0;
   auto summary = StreamImageChunks(
       plan, &pool, [&](v1::StreamImageResponse&) { return ++sent < 5; }, [] { return false; });
