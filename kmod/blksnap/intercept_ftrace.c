@@ -211,8 +211,19 @@ static void detach_locked(struct attached_filter *af)
 	kfree(af);
 }
 
-static int filter_name_check(const __u8 *name)
+/*
+ * Copy an ioctl argument (every one starts with the filter name) and check
+ * that it names our filter.
+ */
+static int filter_arg_get(void *arg, const void __user *uarg, size_t size)
 {
+	const char *name = arg;
+
+	BUILD_BUG_ON(offsetof(struct blkfilter_attach, name) ||
+		     offsetof(struct blkfilter_detach, name) ||
+		     offsetof(struct blkfilter_ctl, name));
+	if (copy_from_user(arg, uarg, size))
+		return -EFAULT;
 	if (strnlen(name, BLKFILTER_NAME_LENGTH) == BLKFILTER_NAME_LENGTH)
 		return -EINVAL;
 	if (strcmp(name, filter_ops->name))
@@ -228,9 +239,7 @@ static int filter_attach(struct block_device *bdev,
 	struct blkfilter *flt;
 	int ret;
 
-	if (copy_from_user(&arg, uarg, sizeof(arg)))
-		return -EFAULT;
-	ret = filter_name_check(arg.name);
+	ret = filter_arg_get(&arg, uarg, sizeof(arg));
 	if (ret)
 		return ret;
 
@@ -283,9 +292,7 @@ static int filter_detach(struct block_device *bdev,
 	struct attached_filter *af;
 	int ret;
 
-	if (copy_from_user(&arg, uarg, sizeof(arg)))
-		return -EFAULT;
-	ret = filter_name_check(arg.name);
+	ret = filter_arg_get(&arg, uarg, sizeof(arg));
 	if (ret)
 		return ret;
 
@@ -308,9 +315,7 @@ static int filter_control(struct block_device *bdev,
 	struct attached_filter *af;
 	int ret;
 
-	if (copy_from_user(&arg, uarg, sizeof(arg)))
-		return -EFAULT;
-	ret = filter_name_check(arg.name);
+	ret = filter_arg_get(&arg, uarg, sizeof(arg));
 	if (ret)
 		return ret;
 
