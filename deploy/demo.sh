@@ -78,9 +78,9 @@ done
 # A workload that keeps writing while the backups run.
 workload() {
   local h="$1" secs="$2" s="$3"
-  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed "$s" loop --seconds "$secs" --size 65536 >/dev/null &
+  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed "$s" loop --seconds "$secs" --size 65536 --rate 5 >/dev/null &
   pids+=($!)
-  "$load_bin" --agent "${agent_addr[$h]}" --device vdb --seed "$((s + 1))" loop --seconds "$secs" --size 4096 >/dev/null &
+  "$load_bin" --agent "${agent_addr[$h]}" --device vdb --seed "$((s + 1))" loop --seconds "$secs" --size 4096 --rate 5 >/dev/null &
   pids+=($!)
 }
 
@@ -91,7 +91,7 @@ sleep 2
 
 say "more writes, then incremental backups while a workload writes"
 for h in "${hosts[@]}"; do
-  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed += 10)) random --count 40 --size 65536 >/dev/null
+  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed += 10)) random --count 6 --size 65536 >/dev/null
   workload "$h" 4 $((seed += 10))
 done
 for h in "${hosts[@]}"; do "$cli_bin" backup run "$h" --wait; done

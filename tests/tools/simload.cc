@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "agent/sim_workload.grpc.pb.h"
@@ -96,10 +97,12 @@ int main(int argc, char** argv) {
   random->add_option("--size", size, "bytes per write");
 
   double seconds = 10;
+  double rate = 50;
   uint32_t loop_size = 65536;
-  auto* loop = app.add_subcommand("loop", "random writes until --seconds pass");
+  auto* loop = app.add_subcommand("loop", "random writes at --rate per second until --seconds pass");
   loop->add_option("--seconds", seconds, "duration");
   loop->add_option("--size", loop_size, "bytes per write");
+  loop->add_option("--rate", rate, "writes per second (0: as fast as possible)");
 
   auto* digest = app.add_subcommand("digest", "print the SHA-256 of the whole device");
   CLI11_PARSE(app, argc, argv);
@@ -113,14 +116,17 @@ int main(int argc, char** argv) {
   if (*fill) return Fill(*stub, device, seed, fill_size);
   if (*random) return Random(*stub, device, count, size, seed, false);
   if (*loop) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    uint64_t batches = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      if (int rc = Random(*stub, device, 8, loop_size, seed + batches, true); rc != 0) return rc;
-      ++batches;
+    using Clock = std::chrono::steady_clock;
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration<double>(seconds);
+    uint64_t writes = 0;
+    while (Clock::now() < end) {
+      if (int rc = Random(*stub, device, 1, loop_size, seed + writes, true); rc != 0) return rc;
+      ++writes;
+      if (rate > 0) std::this_thread::sleep_until(start + std::chrono::duration<double>(writes / rate));
     }
     std::printf("loop %s: %llu writes of %u bytes\n", device.c_str(),
-                static_cast<unsigned long long>(batches * 8), loop_size);
+                static_cast<unsigned long long>(writes), loop_size);
     return 0;
   }
   if (*digest) {
