@@ -15,23 +15,10 @@
 #include "common/status_util.h"
 #include "common/unique_fd.h"
 #include "common/uuid.h"
+#include "server/repository/direct_io.h"
 
 namespace blkfleet::server {
 namespace {
-
-absl::Status PwriteAll(int fd, const std::string& data, uint64_t offset, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                         static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, absl::StrCat("write ", path));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
 
 bool AllZero(const std::string& s) {
   if (s.empty()) return true;
@@ -56,7 +43,11 @@ absl::Status RunRestoreToFile(repo::Repository* repo, const RestoreFileRequest& 
   const std::string dir = target.parent_path().string();
   const std::string tmp =
       absl::StrCat(dir, "/.", target.filename().string(), ".blkfleet-", Uuid::Random().ToString());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  // Chunk offsets are multiples of the chunk size: aligned for O_DIRECT
+  // when the chunk size is.
+  bool direct = false;
+  UniqueFd fd = repo::OpenForWrite(tmp, O_CREAT | O_EXCL, 0600,
+                                   index.chunk_size_bytes % repo::kDirectIoAlign == 0, &direct);
   if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("create ", tmp));
   bool keep_tmp = false;
   struct RemoveTmp {
@@ -92,7 +83,11 @@ absl::Status RunRestoreToFile(repo::Repository* repo, const RestoreFileRequest& 
                                              ") holds ", plain.size(), " bytes, expected ", len));
       }
       // The file is sparse after ftruncate: zero chunks need no write.
-      if (s.ok() && !AllZero(plain)) s = PwriteAll(fd.get(), plain, offset, tmp);
+      if (s.ok() && !AllZero(plain)) {
+        const std::string_view part(plain);
+        s = repo::WriteAt(fd.get(), direct, std::span<const std::string_view>(&part, 1), offset,
+                          tmp);
+      }
       if (!s.ok()) {
         absl::MutexLock l(&err_mu);
         if (first_error.ok()) {
@@ -116,6 +111,10 @@ absl::Status RunRestoreToFile(repo::Repository* repo, const RestoreFileRequest& 
   if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
 
   ctx.SetPhase("sync");
+  // Direct writes of a short last chunk were padded past the device's end.
+  if (direct && ::ftruncate(fd.get(), static_cast<off_t>(index.device_size_bytes)) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("size ", tmp));
+  }
   if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   if (::close(fd.Release()) != 0) return ErrnoStatus(errno, absl::StrCat("close ", tmp));
   int rc = req.overwrite ? ::rename(tmp.c_str(), req.file_path.c_str())

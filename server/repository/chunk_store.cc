@@ -15,6 +15,7 @@
 #include "common/unique_fd.h"
 #include "common/uuid.h"
 #include "server/repository/byte_order.h"
+#include "server/repository/direct_io.h"
 
 namespace blkfleet::repo {
 namespace {
@@ -26,29 +27,6 @@ constexpr uint16_t kKnownFlags = kFlagZstd;
 uint32_t Crc32(const void* data, size_t n) {
   return static_cast<uint32_t>(
       crc32_z(crc32_z(0, nullptr, 0), static_cast<const Bytef*>(data), n));
-}
-
-absl::Status WriteAll(int fd, const struct iovec* iov, int iovcnt, const std::string& path) {
-  struct iovec v[2];
-  for (int i = 0; i < iovcnt; ++i) v[i] = iov[i];
-  int at = 0;
-  while (at < iovcnt) {
-    ssize_t n = ::writev(fd, v + at, iovcnt - at);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, absl::StrCat("write ", path));
-    }
-    size_t left = static_cast<size_t>(n);
-    while (at < iovcnt && left >= v[at].iov_len) {
-      left -= v[at].iov_len;
-      ++at;
-    }
-    if (at < iovcnt) {
-      v[at].iov_base = static_cast<char*>(v[at].iov_base) + left;
-      v[at].iov_len -= left;
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -92,11 +70,17 @@ absl::StatusOr<bool> ChunkStore::Put(const Sha256Digest& digest, uint32_t plain_
 
   const std::string dir = DirOf(digest);
   const std::string tmp = absl::StrCat(dir, "/.tmp-", Uuid::Random().ToString());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+  bool direct = false;
+  UniqueFd fd = OpenForWrite(tmp, O_CREAT | O_EXCL, 0600, /*try_direct=*/true, &direct);
   if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("create ", tmp));
-  struct iovec iov[2] = {{header, kHeaderSize},
-                         {const_cast<char*>(stored.data()), stored.size()}};
-  absl::Status s = WriteAll(fd.get(), iov, 2, tmp);
+  const std::string_view parts[2] = {
+      std::string_view(reinterpret_cast<const char*>(header), kHeaderSize), stored};
+  absl::Status s = WriteAt(fd.get(), direct, parts, 0, tmp);
+  // A direct write was padded to the block size: cut the padding off.
+  if (s.ok() && direct && ::ftruncate(fd.get(), static_cast<off_t>(kHeaderSize + stored.size())) != 0) {
+    s = ErrnoStatus(errno, absl::StrCat("truncate ", tmp));
+  }
+  if (s.ok() && ::fchmod(fd.get(), 0444) != 0) s = ErrnoStatus(errno, absl::StrCat("chmod ", tmp));
   if (s.ok() && ::fdatasync(fd.get()) != 0) s = ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   if (s.ok() && ::close(fd.Release()) != 0) s = ErrnoStatus(errno, absl::StrCat("close ", tmp));
   bool written = false;

@@ -192,6 +192,29 @@ TEST_F(ServerTest, FullThenIncrementalReadsOnlyChangedChunksAndBothRestore) {
   EXPECT_TRUE(ReadFile(dir_.path() + "/r1.img") == original);
 }
 
+TEST_F(ServerTest, DeviceWithAShortLastChunkRestoresExactly) {
+  // 2 MiB + 1000 bytes: the last chunk and the last CBT block are partial and
+  // not a multiple of any block size, so padded direct writes must be cut.
+  agent_.AddDevice("vdb", DeviceData(2 * 1024 * 1024 + 1000, 5), 4096);
+  v1::RunBackupRequest req;
+  req.set_chunk_size_bytes(kChunk);
+  req.add_devices("vdb");
+  v1::Job job;
+  ASSERT_TRUE(StartBackup(req, &job).ok());
+  v1::Job full = *jobs_->Wait(job.id());
+  ASSERT_EQ(full.state(), v1::JOB_STATE_SUCCEEDED) << full.error();
+  EXPECT_EQ(GetBackup(full.backup_id()).devices(0).chunks_total(), 33u);
+  agent_.Write("vdb", 2 * 1024 * 1024 + 990, std::string(10, 'e'));  // inside the last chunk
+  ASSERT_TRUE(StartBackup(req, &job).ok());
+  v1::Job incr = *jobs_->Wait(job.id());
+  ASSERT_EQ(incr.state(), v1::JOB_STATE_SUCCEEDED) << incr.error();
+  EXPECT_EQ(GetBackup(incr.backup_id()).devices(0).chunks_read(), 1u);
+  v1::Job r = RestoreAndWait(incr.backup_id(), dir_.path() + "/vdb.img");
+  ASSERT_EQ(r.state(), v1::JOB_STATE_SUCCEEDED) << r.error();
+  EXPECT_EQ(fs::file_size(dir_.path() + "/vdb.img"), 2u * 1024 * 1024 + 1000);
+  EXPECT_TRUE(ReadFile(dir_.path() + "/vdb.img") == agent_.Data("vdb"));
+}
+
 TEST_F(ServerTest, NoChangeIncrementalReadsNothing) {
   ASSERT_EQ(Backup().state(), v1::JOB_STATE_SUCCEEDED);
   v1::Job j = Backup();
