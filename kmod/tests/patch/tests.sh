@@ -98,6 +98,12 @@ check "deferred writes reached the disk" OK "$(bftest verify /dev/vda1 100 16 0x
 check "mode pass" OK "$(bftest mode /dev/vda1 $F 0)"
 check "bad mode gives EINVAL" EINVAL "$(bftest mode /dev/vda1 $F 9)"
 
+# --- a filter may refuse a detach that user space asks for
+check "mode pin" OK "$(bftest mode /dev/vda1 $F 3)"
+check "refused detach gives the filter's EBUSY" EBUSY "$(bftest detach /dev/vda1 $F)"
+check "filter stays after a refused detach" "$F" "$(filter_of /sys/block/vda/vda1)"
+check "mode pass again" OK "$(bftest mode /dev/vda1 $F 0)"
+
 # --- detach
 check "detach" OK "$(bftest detach /dev/vda1 $F)"
 check "attribute cleared on detach" "" "$(filter_of /sys/block/vda/vda1)"
@@ -113,15 +119,16 @@ s=$(stats /dev/vda)
 check "disk filter counted 2 writes" 2 "$(field "$s" writes)"
 check "disk filter saw the disk sector" $((12001 * 8)) "$(field "$s" last)"
 check "attach to a partition of a filtered disk" OK "$(bftest attach /dev/vda2 testfilt2)"
+check "pin the partition filter" OK "$(bftest mode /dev/vda2 testfilt2 3)"
 check "both instances" 2 "$(cat $SYS/instances)"
 check "detach the disk filter" OK "$(bftest detach /dev/vda $F)"
 check "disk attribute cleared" "" "$(filter_of /sys/block/vda)"
 
 # --- deleting a partition detaches its filter
 before=$(cat $SYS/detaches)
-check "delete the filtered partition (BLKPG)" OK "$(bftest delpart /dev/vda 2)"
+check "delete the filtered, pinned partition (BLKPG)" OK "$(bftest delpart /dev/vda 2)"
 check "partition is gone" no "$([ -e /sys/block/vda/vda2 ] && echo yes || echo no)"
-check "deleting detached the filter" $((before + 1)) "$(cat $SYS/detaches)"
+check "deleting detached the filter without asking" $((before + 1)) "$(cat $SYS/detaches)"
 check "no instance after deleting" 0 "$(cat $SYS/instances)"
 
 # --- reading the partition table again detaches partition filters
@@ -161,11 +168,12 @@ check "removing the disk detached the filter" 0 "$(cat $SYS/instances)"
 # --- unplugging a virtio disk detaches the disk and partition filters
 check "attach to the disk to unplug" OK "$(bftest attach /dev/vdb $F)"
 check "attach to its partition" OK "$(bftest attach /dev/vdb1 testfilt2)"
+check "pin the disk filter" OK "$(bftest mode /dev/vdb $F 3)"
 check "two instances before unplug" 2 "$(cat $SYS/instances)"
 pcidev=$(readlink -f /sys/block/vdb/device/..)
 echo 1 > "$pcidev/remove"
 check "disk is gone" no "$([ -e /sys/block/vdb ] && echo yes || echo no)"
-check "unplug detached both filters" 0 "$(cat $SYS/instances)"
+check "unplug detached both filters, pinned or not" 0 "$(cat $SYS/instances)"
 
 # --- attach/detach while writes run (SRCU hook against detach)
 check "attach/detach 100 times under writes" "OK failures=0" "$(bftest stress /dev/vda1 $F 100)"

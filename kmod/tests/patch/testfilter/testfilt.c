@@ -122,7 +122,7 @@ static int testfilt_ctl(struct blkfilter *flt, const unsigned int cmd,
 			return -EINVAL;
 		if (copy_from_user(&mode, buf, sizeof(mode)))
 			return -EFAULT;
-		if (mode > TESTFILT_MODE_DEFER)
+		if (mode > TESTFILT_MODE_PIN)
 			return -EINVAL;
 		atomic_set(&tf->mode, mode);
 		return 0;
@@ -137,6 +137,13 @@ static int testfilt_ctl(struct blkfilter *flt, const unsigned int cmd,
 	default:
 		return -EINVAL;
 	}
+}
+
+/* A detach requested by user space; the device going away does not ask. */
+static int testfilt_may_detach(struct blkfilter *flt)
+{
+	return atomic_read(&to_testfilt(flt)->mode) == TESTFILT_MODE_PIN ?
+		-EBUSY : 0;
 }
 
 static bool testfilt_submit_bio(struct bio *bio)
@@ -186,6 +193,7 @@ static struct blkfilter_operations testfilt_ops = {
 	.detach = testfilt_detach,
 	.ctl = testfilt_ctl,
 	.submit_bio = testfilt_submit_bio,
+	.may_detach = testfilt_may_detach,
 };
 
 /* Same behaviour under another name: lets the tests attach two filters. */
@@ -196,6 +204,7 @@ static struct blkfilter_operations testfilt_other_ops = {
 	.detach = testfilt_detach,
 	.ctl = testfilt_ctl,
 	.submit_bio = testfilt_submit_bio,
+	.may_detach = testfilt_may_detach,
 };
 
 static int __init testfilt_init(void)

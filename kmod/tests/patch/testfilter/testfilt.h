@@ -28,6 +28,8 @@ enum testfilt_mode {
 	TESTFILT_MODE_FAIL_WRITES = 1,
 	/* count it, take it, and resubmit it from a work item */
 	TESTFILT_MODE_DEFER = 2,
+	/* count it and let it pass; refuse BLKFILTER_DETACH with EBUSY */
+	TESTFILT_MODE_PIN = 3,
 };
 
 struct testfilt_stats {
