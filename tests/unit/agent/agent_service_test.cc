@@ -150,9 +150,18 @@ class Watcher {
     reader_->WaitForInitialMetadata();  // the subscription is in place
     thread_ = std::thread([this] {
       v1::SnapshotEvent e;
-      while (reader_->Read(&e)) events_.push_back(e);
+      while (reader_->Read(&e)) {
+        absl::MutexLock lock(&mu_);
+        events_.push_back(e);
+      }
       status_ = reader_->Finish();
     });
+  }
+  // Waits until `n` events arrived (or 30 s passed).
+  void WaitForEvents(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&] { return events_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30));
   }
   // Waits for the stream to end.
   grpc::Status Finish() {
@@ -160,13 +169,17 @@ class Watcher {
     return status_;
   }
   void Cancel() { ctx_.TryCancel(); }
-  const std::vector<v1::SnapshotEvent>& events() const { return events_; }
+  // Call after Finish().
+  const std::vector<v1::SnapshotEvent>& events() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return events_;
+  }
 
  private:
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReader<v1::SnapshotEvent>> reader_;
   std::thread thread_;
-  std::vector<v1::SnapshotEvent> events_;
+  absl::Mutex mu_;
+  std::vector<v1::SnapshotEvent> events_ ABSL_GUARDED_BY(mu_);
   grpc::Status status_;
 };
 
@@ -233,7 +246,7 @@ TEST_F(AgentFixture, WatchSeesNoSpaceThenDestroyAndEnds) {
   EXPECT_EQ(watcher.events()[1].error_code(), -ENOSPC);
   EXPECT_EQ(watcher.events()[2].kind(), v1::SNAPSHOT_EVENT_KIND_DESTROYED);
   // A watch of every snapshot goes on until cancelled.
-  absl::SleepFor(absl::Milliseconds(300));
+  all.WaitForEvents(3);
   all.Cancel();
   EXPECT_EQ(all.Finish().error_code(), grpc::CANCELLED);
   EXPECT_EQ(all.events().size(), 3u);

@@ -163,20 +163,28 @@ TEST_F(SimBackendTest, ImageMatchesTheOracleUnderConcurrentWrites) {
   Open({{"vda", 16 * kMiB}, {"vdb", 8 * kMiB}}, dir_.Sub("oracle"));
   ASSERT_TRUE(sim_->Write("vda", 0, RandomBytes(16 * kMiB, 6)).ok());
   std::atomic<bool> stop = false;
+  std::atomic<int> writes = 0;
+  std::atomic<bool> failed = false;
   std::thread writer([&] {
     for (uint64_t seed = 100; !stop; ++seed) {
       auto data = RandomBytes(8192, seed);
-      ASSERT_TRUE(sim_->Write("vda", (seed * 7919 * 4096) % (16 * kMiB - 8192), data).ok());
+      if (!sim_->Write("vda", (seed * 7919 * 4096) % (16 * kMiB - 8192), data).ok()) {
+        failed = true;
+        break;
+      }
+      ++writes;
     }
   });
-  absl::SleepFor(absl::Milliseconds(20));
+  while (writes < 20 && !failed) std::this_thread::yield();
   Uuid id = Take({"vda", "vdb"});
-  absl::SleepFor(absl::Milliseconds(50));
+  const int at_take = writes;
+  while (writes < at_take + 50 && !failed) std::this_thread::yield();
   auto image = sim_->OpenImage(id, "vda");
   ASSERT_TRUE(image.ok());
   std::vector<uint8_t> from_image = ReadAll(**image);
   stop = true;
   writer.join();
+  EXPECT_FALSE(failed);
   std::ifstream oracle(dir_.path() + "/oracle/" + id.ToString() + "-vda.img", std::ios::binary);
   std::vector<uint8_t> expected((std::istreambuf_iterator<char>(oracle)), {});
   ASSERT_EQ(expected.size(), 16 * kMiB);
