@@ -68,6 +68,11 @@ void FakeAgent::CorruptNextChunk() {
   corrupt_next_ = true;
 }
 
+void FakeAgent::DropSnapshots() {
+  absl::MutexLock l(&mu_);
+  snaps_.clear();
+}
+
 void FakeAgent::SetChunkDelay(absl::Duration d) {
   absl::MutexLock l(&mu_);
   chunk_delay_ = d;

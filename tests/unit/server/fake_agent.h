@@ -45,6 +45,8 @@ class FakeAgent final : public av1::Agent::Service {
   void BreakStreams(int times, int after_chunks);
   // Sends the next data chunk with one byte flipped (digest of the original).
   void CorruptNextChunk();
+  // Drops every snapshot at once (as an agent restart would).
+  void DropSnapshots();
   // Pause before each chunk sent.
   void SetChunkDelay(absl::Duration d);
 

@@ -281,6 +281,20 @@ TEST_F(ServerTest, UnrecoverableBreakFailsTheJobAndLeavesNoBackup) {
   EXPECT_EQ(GetBackup(again.backup_id()).devices(0).kind(), v1::BACKUP_KIND_FULL);
 }
 
+TEST_F(ServerTest, LostSnapshotFailsTheJobCleanly) {
+  agent_.SetChunkDelay(absl::Milliseconds(20));
+  v1::RunBackupRequest req;
+  req.set_chunk_size_bytes(kChunk);
+  v1::Job job;
+  ASSERT_TRUE(StartBackup(req, &job).ok());
+  absl::SleepFor(absl::Milliseconds(400));
+  agent_.DropSnapshots();
+  v1::Job end = *jobs_->Wait(job.id());
+  EXPECT_EQ(end.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(end.error().find("snapshot"), std::string::npos) << end.error();
+  EXPECT_EQ(BackupCount(), 0);
+}
+
 TEST_F(ServerTest, ChunkNotMatchingItsDigestFailsTheJob) {
   agent_.CorruptNextChunk();
   v1::Job j = Backup();
