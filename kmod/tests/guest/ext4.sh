@@ -27,7 +27,9 @@ out=$(bsctl snap /ds 262144 /dev/vda) || fail "snapshot during the load: $out"
 id=$(echo "$out" | sed -n 's/^ID //p')
 img=$(echo "$out" | sed -n 's/^IMAGE [^ ]* //p')
 echo "snapshot $id image $img"
+t0=$(date +%s)
 dd if="$img" of=/dev/vdc bs=1M 2>/tmp/dd.err || fail "copying the image: $(cat /tmp/dd.err)"
+echo "image copied out in $(($(date +%s) - t0)) s (256 MiB, load running)"
 wait $fio_pid || fail "fio failed: $(tail -n 5 /tmp/fio.out)"
 rm -f /tmp/churn
 wait $churn_pid

@@ -34,6 +34,18 @@ bf_install_packages() {
 		"${missing[@]}" >&2
 }
 
+# Points KERNEL and KDIR at the kernel with the block-filter patches,
+# built (or taken from its cache) by kmod/tests/build-kernel.
+bf_use_patched_kernel() {
+	local paths
+	[[ -x $BF_TESTS_DIR/build-kernel ]] || bf_die "kmod/tests/build-kernel is missing"
+	paths=$("$BF_TESTS_DIR/build-kernel") || bf_die "building the patched kernel failed"
+	KERNEL=$(sed -n 's/^BZIMAGE=//p' <<<"$paths")
+	KDIR=$(sed -n 's/^BUILD_DIR=//p' <<<"$paths")
+	[[ -n $KERNEL && -n $KDIR ]] || bf_die "build-kernel printed no BZIMAGE/BUILD_DIR"
+	export KERNEL KDIR
+}
+
 # Sets KERNEL, KVER, KDIR, KMODROOT.
 bf_resolve_kernel() {
 	if [[ -z ${KERNEL:-} ]]; then
