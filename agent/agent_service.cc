@@ -35,8 +35,8 @@ absl::StatusOr<Uuid> ParseId(const std::string& field, const std::string& text) 
 
 absl::Status CheckLease(const std::string& field, uint64_t lease_ms) {
   if (lease_ms < kMinLeaseMs || lease_ms > kMaxLeaseMs) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", lease_ms, " is outside ",
-                                                   kMinLeaseMs, " .. ", kMaxLeaseMs));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", lease_ms, " is outside ", kMinLeaseMs, " .. ", kMaxLeaseMs));
   }
   return absl::OkStatus();
 }
@@ -131,8 +131,8 @@ grpc::Status AgentService::ListDevices(grpc::ServerContext*, const v1::ListDevic
                                        v1::ListDevicesResponse* resp) {
   absl::StatusOr<std::vector<DeviceInfo>> devices = backend_->ListDevices();
   if (!devices.ok()) {
-    return ToGrpcStatus(absl::InternalError(
-        absl::StrCat("cannot list devices: ", devices.status().message())));
+    return ToGrpcStatus(
+        absl::InternalError(absl::StrCat("cannot list devices: ", devices.status().message())));
   }
   for (const DeviceInfo& d : *devices) {
     v1::Device* out = resp->add_devices();
@@ -338,12 +338,11 @@ grpc::Status AgentService::GetSnapshot(grpc::ServerContext*, const v1::GetSnapsh
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::ListSnapshots(grpc::ServerContext*,
-                                         const v1::ListSnapshotsRequest* req,
+grpc::Status AgentService::ListSnapshots(grpc::ServerContext*, const v1::ListSnapshotsRequest* req,
                                          v1::ListSnapshotsResponse* resp) {
   if (req->page_size() < 0) {
-    return ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("page_size: ", req->page_size(), " is negative")));
+    return ToGrpcStatus(
+        absl::InvalidArgumentError(absl::StrCat("page_size: ", req->page_size(), " is negative")));
   }
   const int limit = req->page_size() == 0 ? kMaxPageSize : std::min(req->page_size(), kMaxPageSize);
   std::optional<Uuid> after;
@@ -468,19 +467,17 @@ grpc::Status AgentService::ReadCbtMap(grpc::ServerContext*, const v1::ReadCbtMap
     if (d.device() == req->device()) dev = &d;
   }
   if (dev == nullptr) {
-    return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
-        "device: \"", req->device(), "\" is not in snapshot ", id->ToString())));
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("device: \"", req->device(), "\" is not in snapshot ", id->ToString())));
   }
   const uint32_t blocks = dev->cbt().block_count();
-  if (req->first_block() > blocks ||
-      (req->first_block() == blocks && req->block_count() != 0) ||
+  if (req->first_block() > blocks || (req->first_block() == blocks && req->block_count() != 0) ||
       req->block_count() > blocks - req->first_block()) {
     return ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("first_block/block_count: [", req->first_block(), ", +",
-                     req->block_count(), ") is outside the map of ", blocks, " blocks")));
+        absl::StrCat("first_block/block_count: [", req->first_block(), ", +", req->block_count(),
+                     ") is outside the map of ", blocks, " blocks")));
   }
-  const uint32_t end =
-      req->block_count() == 0 ? blocks : req->first_block() + req->block_count();
+  const uint32_t end = req->block_count() == 0 ? blocks : req->first_block() + req->block_count();
   uint32_t pos = req->first_block();
   bool first = true;
   do {

@@ -104,8 +104,7 @@ class AgentService final : public v1::Agent::Service {
   absl::StatusOr<v1::Snapshot> CreateLocked(const v1::CreateSnapshotRequest& req)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lifecycle_mu_);
   // Destroys a snapshot in the backend and drops its record.
-  absl::Status DestroyLocked(const Uuid& id, v1::SnapshotEventKind kind,
-                             const std::string& message)
+  absl::Status DestroyLocked(const Uuid& id, v1::SnapshotEventKind kind, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lifecycle_mu_);
   int ExpireLeasesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lifecycle_mu_);
   // The record of a live snapshot; NOT_FOUND otherwise.

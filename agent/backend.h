@@ -46,8 +46,8 @@ struct DeviceInfo {
   std::string name;  // path (kernel) or simulated device name (sim)
   uint64_t size_bytes = 0;
   uint32_t sector_size_bytes = 512;
-  bool tracked = false;                // blksnap filter attached (CBT running)
-  std::optional<Uuid> snapshot_id;     // snapshot holding the device, if any
+  bool tracked = false;             // blksnap filter attached (CBT running)
+  std::optional<Uuid> snapshot_id;  // snapshot holding the device, if any
 };
 
 // Change block tracking state of one device (UAPI CBTINFO).
@@ -214,8 +214,8 @@ class Backend {
   // Opens the image of `device` in a taken snapshot.
   // Errors: NOT_FOUND (unknown snapshot or device not in it);
   // FAILED_PRECONDITION (not taken yet).
-  virtual absl::StatusOr<std::unique_ptr<SnapshotImage>> OpenImage(
-      const Uuid& snapshot, const std::string& device) = 0;
+  virtual absl::StatusOr<std::unique_ptr<SnapshotImage>> OpenImage(const Uuid& snapshot,
+                                                                   const std::string& device) = 0;
 
   // Where events go. The handler is called from a backend thread or from the
   // thread whose I/O caused the event, never with a backend lock held, so it

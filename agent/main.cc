@@ -147,8 +147,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   blkfleet::agent::Flags flags;
-  CLI::App app{"blkfleet-agent: coherent snapshots, change block tracking and image streaming "
-               "for blkfleet backups"};
+  CLI::App app{
+      "blkfleet-agent: coherent snapshots, change block tracking and image streaming "
+      "for blkfleet backups"};
   app.add_option("--listen", flags.listen, "host:port to serve gRPC on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--port-file", flags.port_file, "write the bound port to this file");

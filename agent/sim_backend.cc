@@ -34,8 +34,8 @@ uint32_t PowerOfTwoFor(uint64_t size, uint64_t min, uint64_t max, uint64_t max_c
 bool ValidDeviceName(const std::string& name) {
   if (name.empty() || name.size() > 64 || name[0] == '.') return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -47,8 +47,7 @@ void MarkBlocks(std::vector<uint8_t>& map, uint32_t block_size, uint64_t offset,
             map.begin() + static_cast<ptrdiff_t>((offset + length - 1) / block_size + 1), value);
 }
 
-absl::Status CheckRange(const std::string& what, uint64_t offset, uint64_t length,
-                        uint64_t size) {
+absl::Status CheckRange(const std::string& what, uint64_t offset, uint64_t length, uint64_t size) {
   if (offset > size || length > size - offset) {
     return absl::OutOfRangeError(absl::StrCat("range [", offset, ", +", length, ") is beyond ",
                                               what, " of ", size, " bytes"));
@@ -158,8 +157,9 @@ absl::StatusOr<std::unique_ptr<SimBackend>> SimBackend::Open(const SimOptions& o
   std::set<std::string> names;
   for (const SimDeviceSpec& spec : options.devices) {
     if (!ValidDeviceName(spec.name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sim device name \"", spec.name, "\": use 1-64 of [A-Za-z0-9_.-], not starting with '.'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sim device name \"", spec.name,
+                       "\": use 1-64 of [A-Za-z0-9_.-], not starting with '.'"));
     }
     if (spec.size_bytes == 0 || spec.size_bytes % 512 != 0) {
       return absl::InvalidArgumentError(absl::StrCat("sim device ", spec.name, ": size ",
@@ -176,10 +176,9 @@ absl::StatusOr<std::unique_ptr<SimBackend>> SimBackend::Open(const SimOptions& o
         return absl::FailedPreconditionError(absl::StrCat(path, " is not a regular file"));
       }
       if (static_cast<uint64_t>(st.st_size) != spec.size_bytes) {
-        return absl::FailedPreconditionError(absl::StrCat("sim device ", spec.name, ": ", path,
-                                                          " holds ", st.st_size,
-                                                          " bytes, not the requested ",
-                                                          spec.size_bytes));
+        return absl::FailedPreconditionError(
+            absl::StrCat("sim device ", spec.name, ": ", path, " holds ", st.st_size,
+                         " bytes, not the requested ", spec.size_bytes));
       }
     } else if (errno != ENOENT) {
       return ErrnoError(errno, path);
@@ -275,8 +274,8 @@ absl::Status SimBackend::Detach(const std::string& device) {
     return absl::NotFoundError(absl::StrCat("blksnap is not attached to ", device));
   }
   if (dev->snapshot) {
-    return absl::FailedPreconditionError(absl::StrCat(device, " is in snapshot ",
-                                                      dev->snapshot->ToString()));
+    return absl::FailedPreconditionError(
+        absl::StrCat(device, " is in snapshot ", dev->snapshot->ToString()));
   }
   dev->tracker.reset();
   return absl::OkStatus();
@@ -335,8 +334,8 @@ absl::StatusOr<Uuid> SimBackend::CreateSnapshot(const DiffStorageSpec& storage) 
     return absl::InvalidArgumentError(absl::StrCat("difference storage ", storage.path,
                                                    ": the sim backend cannot use a block device"));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "difference storage ", storage.path, " is neither a directory nor a regular file"));
+    return absl::InvalidArgumentError(absl::StrCat("difference storage ", storage.path,
+                                                   " is neither a directory nor a regular file"));
   }
   if (::fstat(snap->storage.get(), &st) == 0) {
     snap->storage_dev = st.st_dev;
@@ -369,8 +368,8 @@ absl::Status SimBackend::AddDevice(const Uuid& snapshot, const std::string& devi
     return absl::FailedPreconditionError(absl::StrCat("blksnap is not attached to ", device));
   }
   if (snap->storage_dev == dev->st_dev && snap->storage_ino == dev->st_ino) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the difference storage of snapshot ", snapshot.ToString(), " lies on ", device));
+    return absl::FailedPreconditionError(absl::StrCat("the difference storage of snapshot ",
+                                                      snapshot.ToString(), " lies on ", device));
   }
   snap->devices.push_back(SnapshotDevice{dev, {}});
   dev->snapshot = snapshot;
@@ -527,8 +526,8 @@ void SimBackend::Corrupt(Snapshot& snap, const std::string& device, int32_t erro
   events->push_back(std::move(e));
 }
 
-bool SimBackend::CopyOnWrite(Snapshot& snap, SnapshotDevice& sd, uint64_t offset,
-                             uint64_t length, std::vector<BackendEvent>* events) {
+bool SimBackend::CopyOnWrite(Snapshot& snap, SnapshotDevice& sd, uint64_t offset, uint64_t length,
+                             std::vector<BackendEvent>* events) {
   if (snap.corrupted) return false;
   const Device& dev = *sd.device;
   const uint64_t cs = dev.chunk_size;
@@ -652,10 +651,9 @@ absl::Status SimBackend::ImageRead(const std::shared_ptr<Snapshot>& snap, size_t
     const uint64_t c = pos / cs;
     const uint64_t n = std::min(end, (c + 1) * cs) - pos;
     auto it = sd.saved.find(c);
-    absl::Status st =
-        it == sd.saved.end()
-            ? PreadFull(dev.fd.get(), dst, n, pos, dev.path)
-            : PreadFull(snap->storage.get(), dst, n, it->second + (pos - c * cs), "diff storage");
+    absl::Status st = it == sd.saved.end() ? PreadFull(dev.fd.get(), dst, n, pos, dev.path)
+                                           : PreadFull(snap->storage.get(), dst, n,
+                                                       it->second + (pos - c * cs), "diff storage");
     if (!st.ok()) {
       return absl::DataLossError(absl::StrCat("image of ", dev.name, ": ", st.message()));
     }
@@ -699,8 +697,7 @@ absl::Status SimBackend::ImageWrite(const std::shared_ptr<Snapshot>& snap, size_
         }
         if (!status.ok()) {
           Corrupt(*snap, dev.name, -EIO, BackendEvent::Kind::kCorrupted, 0,
-                  absl::StrCat("I/O error writing the image of ", dev.name, ": ",
-                               status.message()),
+                  absl::StrCat("I/O error writing the image of ", dev.name, ": ", status.message()),
                   &events);
         }
       }

@@ -123,8 +123,7 @@ class SimBackend final : public Backend {
   explicit SimBackend(const SimOptions& options);
 
   Device* FindDevice(const std::string& name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<Device*> GetDevice(const std::string& name) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Device*> GetDevice(const std::string& name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Snapshot*> GetSnapshot(const Uuid& id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Marks blocks [offset, offset + length) of the device with the active
   // change number.

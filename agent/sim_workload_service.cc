@@ -37,9 +37,9 @@ grpc::Status SimWorkloadService::RandomWrites(grpc::ServerContext*,
   if (!device_size.ok()) return ToGrpcStatus(device_size.status());
   const uint64_t size = *device_size;
   if (req->size_bytes() == 0 || req->size_bytes() > kMaxIoBytes || req->size_bytes() > size) {
-    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-        "size_bytes: ", req->size_bytes(), " is outside 1 .. min(64 MiB, device size ", size,
-        ")")));
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("size_bytes: ", req->size_bytes(), " is outside 1 .. min(64 MiB, device size ",
+                     size, ")")));
   }
   std::mt19937_64 rng(req->seed());
   std::string data(req->size_bytes(), '\0');
@@ -69,9 +69,9 @@ grpc::Status SimWorkloadService::ReadDevice(grpc::ServerContext*,
   }
   std::string* data = resp->mutable_data();
   data->resize(req->length_bytes());
-  return ToGrpcStatus(sim_->Read(
-      req->device(), req->offset_bytes(),
-      std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size())));
+  return ToGrpcStatus(
+      sim_->Read(req->device(), req->offset_bytes(),
+                 std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size())));
 }
 
 grpc::Status SimWorkloadService::DeviceDigest(grpc::ServerContext*,

@@ -85,10 +85,30 @@ bool Fill(simtest::v1::SimWorkload::Stub& w, const std::string& device, uint64_t
       }
     } else {
       // Text: random words of a small vocabulary, like logs or source code.
-      static const char* const kWords[] = {
-          "block ", "chunk ", "snapshot ", "device ", "backup ", "restore ", "the ", "of ",
-          "write ", "read ", "server ", "agent ", "index ", "digest ", "error=0 ", "\n",
-          "2026-11-25T09:38:08Z ", "INFO ", "WARN ", "copy-on-write ", "for ", "in ", "=", "42 "};
+      static const char* const kWords[] = {"block ",
+                                           "chunk ",
+                                           "snapshot ",
+                                           "device ",
+                                           "backup ",
+                                           "restore ",
+                                           "the ",
+                                           "of ",
+                                           "write ",
+                                           "read ",
+                                           "server ",
+                                           "agent ",
+                                           "index ",
+                                           "digest ",
+                                           "error=0 ",
+                                           "\n",
+                                           "2026-11-25T09:38:08Z ",
+                                           "INFO ",
+                                           "WARN ",
+                                           "copy-on-write ",
+                                           "for ",
+                                           "in ",
+                                           "=",
+                                           "42 "};
       size_t i = 0;
       while (i < n) {
         const char* w = kWords[rng() % (sizeof(kWords) / sizeof(kWords[0]))];
@@ -210,10 +230,9 @@ int Run(const std::string& target, const std::string& device, uint32_t chunk_siz
   std::printf(
       "image %.0f MiB in %.2f s: %.0f MB/s; %lu chunks (%lu digest-only), payload %.0f MiB, "
       "%lu bad\nsha256 single core %.0f MB/s; ratio %.3f\n",
-      static_cast<double>(bytes) / (1 << 20), secs, rate / 1e6,
-      static_cast<unsigned long>(chunks), static_cast<unsigned long>(digest_only),
-      static_cast<double>(payload) / (1 << 20), static_cast<unsigned long>(bad),
-      sha_speed / 1e6, rate / sha_speed);
+      static_cast<double>(bytes) / (1 << 20), secs, rate / 1e6, static_cast<unsigned long>(chunks),
+      static_cast<unsigned long>(digest_only), static_cast<double>(payload) / (1 << 20),
+      static_cast<unsigned long>(bad), sha_speed / 1e6, rate / sha_speed);
   std::printf("receiver CPU %.2f s (%.2f ns/byte)\n", self_cpu,
               self_cpu * 1e9 / static_cast<double>(bytes));
   if (agent_pid > 0) {

@@ -54,10 +54,9 @@ absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> PlanRanges(
     }
   }
   if (start.resume_from_chunk() > chunk_count) {
-    return absl::InvalidArgumentError(absl::StrCat("start.resume_from_chunk: ",
-                                                   start.resume_from_chunk(),
-                                                   " is beyond the device's ", chunk_count,
-                                                   " chunks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("start.resume_from_chunk: ", start.resume_from_chunk(),
+                     " is beyond the device's ", chunk_count, " chunks"));
   }
   std::vector<std::pair<uint64_t, uint64_t>> out;
   for (auto [first, count] : ranges) {
@@ -106,8 +105,8 @@ absl::Status AgentService::DoStreamImage(
     for (int i = 0; i < digests.size(); ++i) {
       std::optional<Sha256Digest> d = DigestFromBytes(digests[i]);
       if (!d) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "known_digests.sha256[", i, "]: ", digests[i].size(), " bytes, not 32"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("known_digests.sha256[", i, "]: ", digests[i].size(), " bytes, not 32"));
       }
       plan.known.insert(*d);
     }
@@ -118,8 +117,8 @@ absl::Status AgentService::DoStreamImage(
   bool in_snapshot = false;
   for (const v1::SnapshotDevice& d : record.devices) in_snapshot |= d.device() == start.device();
   if (!in_snapshot) {
-    return absl::NotFoundError(absl::StrCat("start.device: \"", start.device(),
-                                            "\" is not in snapshot ", id->ToString()));
+    return absl::NotFoundError(
+        absl::StrCat("start.device: \"", start.device(), "\" is not in snapshot ", id->ToString()));
   }
   BLKFLEET_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotImage> image,
                             backend_->OpenImage(*id, start.device()));

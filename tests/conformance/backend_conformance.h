@@ -44,8 +44,7 @@ class ConformanceTarget {
   // passed the blksnap filter (copy-on-write done, CBT marked).
   virtual absl::Status Write(const std::string& device, uint64_t offset,
                              std::span<const uint8_t> data) = 0;
-  virtual absl::Status Read(const std::string& device, uint64_t offset,
-                            std::span<uint8_t> out) = 0;
+  virtual absl::Status Read(const std::string& device, uint64_t offset, std::span<uint8_t> out) = 0;
 
   // A directory for difference storage, on a file system of its own or at
   // least a quiet one: the suite measures its used space.

@@ -200,8 +200,7 @@ TEST_F(AgentFixture, LeaseExpiryDestroysTheSnapshotOnTheFakeClock) {
   clock_.Advance(absl::Seconds(1));
   EXPECT_EQ(service_->ExpireLeases(), 1);
   EXPECT_EQ(Get(s.id()).error_code(), grpc::NOT_FOUND);
-  EXPECT_EQ(stub_->RenewSnapshotLease(Ctx().get(), renew, &renewed).error_code(),
-            grpc::NOT_FOUND);
+  EXPECT_EQ(stub_->RenewSnapshotLease(Ctx().get(), renew, &renewed).error_code(), grpc::NOT_FOUND);
   EXPECT_TRUE(sim_->ListSnapshots()->empty()) << "copy-on-write still running";
   EXPECT_TRUE(watcher.Finish().ok());
   ASSERT_EQ(watcher.events().size(), 1u);
@@ -253,8 +252,7 @@ TEST_F(AgentFixture, WatchSeesNoSpaceThenDestroyAndEnds) {
 
   v1::WatchSnapshotEventsRequest req;
   req.set_snapshot_id(s.id());
-  EXPECT_EQ(stub_->WatchSnapshotEvents(Ctx().get(), req)->Finish().error_code(),
-            grpc::NOT_FOUND);
+  EXPECT_EQ(stub_->WatchSnapshotEvents(Ctx().get(), req)->Finish().error_code(), grpc::NOT_FOUND);
   req.set_snapshot_id("x");
   EXPECT_EQ(stub_->WatchSnapshotEvents(Ctx().get(), req)->Finish().error_code(),
             grpc::INVALID_ARGUMENT);

@@ -16,8 +16,8 @@ TEST(ParseByteSize, AcceptsBinaryUnits) {
 }
 
 TEST(ParseByteSize, RefusesGarbageAndOverflow) {
-  for (const char* bad : {"", "MiB", "12XB", "-1", "1.5GiB", "99999999999999999999",
-                          "20000000TiB"}) {
+  for (const char* bad :
+       {"", "MiB", "12XB", "-1", "1.5GiB", "99999999999999999999", "20000000TiB"}) {
     EXPECT_EQ(ParseByteSize(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
