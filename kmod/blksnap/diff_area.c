@@ -158,6 +158,7 @@ static int image_read(struct diff_area *area, sector_t sector,
 		      struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
 {
 	sector_t count = bytes >> SECTOR_SHIFT;
+	sector_t run_start = 0, run_end = 0, run_diff = 0, diff = 0;
 	unsigned long nr, first, last;
 	int ret;
 
@@ -169,22 +170,42 @@ static int image_read(struct diff_area *area, sector_t sector,
 		return ret;
 	if (!chunk_range(area, sector, count, &first, &last))
 		return -EIO;
-	for (nr = first; nr <= last; nr++) {
-		struct chunk *chunk = xa_load(&area->chunks, nr);
-		sector_t start, end;
+	/*
+	 * Copied chunks are re-read from the storage; neighbours whose copies
+	 * are contiguous there are read in one go ([run_start, run_end) of
+	 * the image at run_diff of the storage).
+	 */
+	for (nr = first; nr <= last + 1; nr++) {
+		struct chunk *chunk = nr <= last ? xa_load(&area->chunks, nr) :
+				      NULL;
+		sector_t start = 0, end = 0;
 
-		if (!chunk)
-			continue;
-		start = max(sector, diff_area_chunk_sector(area, nr));
-		end = min(sector + count, diff_area_chunk_sector(area, nr) +
-			  diff_area_chunk_sectors(area, nr));
-		ret = diff_storage_io(area->storage, false, chunk->diff_sector +
-				      start - diff_area_chunk_sector(area, nr),
-				      bvec, nr_bvec,
-				      (size_t)(start - sector) << SECTOR_SHIFT,
-				      (size_t)(end - start) << SECTOR_SHIFT);
-		if (ret)
-			return ret;
+		if (chunk) {
+			start = max(sector, diff_area_chunk_sector(area, nr));
+			end = min(sector + count,
+				  diff_area_chunk_sector(area, nr) +
+				  diff_area_chunk_sectors(area, nr));
+			diff = chunk->diff_sector + start -
+			       diff_area_chunk_sector(area, nr);
+			if (run_end && run_end == start &&
+			    run_diff + (run_end - run_start) == diff) {
+				run_end = end;
+				continue;
+			}
+		}
+		if (run_end) {
+			ret = diff_storage_io(area->storage, false, run_diff,
+					      bvec, nr_bvec,
+					      (size_t)(run_start - sector)
+					      << SECTOR_SHIFT,
+					      (size_t)(run_end - run_start)
+					      << SECTOR_SHIFT);
+			if (ret)
+				return ret;
+		}
+		run_start = start;
+		run_end = end;
+		run_diff = diff;
 	}
 	return snapshot_error(area->snapshot) ? -EIO : 0;
 }
