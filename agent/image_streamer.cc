@@ -61,7 +61,7 @@ void ReturnBuffer(Shared* shared, std::string&& b) {
 }
 
 constexpr size_t kSamplePieces = 4;
-constexpr size_t kSamplePieceBytes = 16 * 1024;
+constexpr size_t kSamplePieceBytes = size_t{16} << 10;
 
 // Whether a chunk is worth compressing, judged from a sample: pieces spread
 // over the chunk, compressed together. Already compressed or encrypted data

@@ -17,11 +17,11 @@
 namespace blkfleet::agent {
 namespace {
 
-constexpr uint64_t kMinCbtBlock = 64 * 1024;
-constexpr uint64_t kMaxCbtBlock = 64 * 1024 * 1024;
+constexpr uint64_t kMinCbtBlock = uint64_t{64} << 10;
+constexpr uint64_t kMaxCbtBlock = uint64_t{64} << 20;
 constexpr uint64_t kMaxCbtBlocks = 2'097'152;
-constexpr uint64_t kMinChunk = 256 * 1024;
-constexpr uint64_t kMaxChunk = 64 * 1024 * 1024;
+constexpr uint64_t kMinChunk = uint64_t{256} << 10;
+constexpr uint64_t kMaxChunk = uint64_t{64} << 20;
 constexpr uint64_t kMaxChunks = 2'097'152;
 constexpr uint8_t kMaxChangeNumber = 255;
 
