@@ -1,6 +1,5 @@
 #include "agent/fd_io.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,19 +7,16 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
 
 namespace blkfleet::agent {
-
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::ErrnoToStatus(err, absl::StrCat(what, ": ", std::strerror(err)));
-}
 
 absl::Status PreadFull(int fd, uint8_t* buf, size_t len, uint64_t offset, absl::string_view what) {
   while (len > 0) {
     ssize_t n = ::pread(fd, buf, len, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoError(errno, absl::StrCat("read of ", what));
+      return ErrnoStatus(errno, absl::StrCat("read of ", what));
     }
     if (n == 0) {
       return absl::DataLossError(absl::StrCat("read of ", what, ": end of file at ", offset));
@@ -38,7 +34,7 @@ absl::Status PwriteFull(int fd, const uint8_t* buf, size_t len, uint64_t offset,
     ssize_t n = ::pwrite(fd, buf, len, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoError(errno, absl::StrCat("write of ", what));
+      return ErrnoStatus(errno, absl::StrCat("write of ", what));
     }
     buf += n;
     len -= static_cast<size_t>(n);
@@ -56,7 +52,7 @@ absl::Status CopyFileRange(int in, int out, uint64_t len, absl::string_view what
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) {
-        return ErrnoError(errno, absl::StrCat("copy to ", what));
+        return ErrnoStatus(errno, absl::StrCat("copy to ", what));
       }
       // No in-kernel copy between these files: plain reads and writes.
       std::vector<uint8_t> buf(1 << 20);
@@ -75,15 +71,6 @@ absl::Status CopyFileRange(int in, int out, uint64_t len, absl::string_view what
     if (n == 0) return absl::DataLossError(absl::StrCat("copy to ", what, ": source too short"));
   }
   return absl::OkStatus();
-}
-
-absl::Status MakeDirectory(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) == 0) return absl::OkStatus();
-  struct stat st;
-  if (errno == EEXIST && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    return absl::OkStatus();
-  }
-  return ErrnoError(errno == 0 ? ENOTDIR : errno, dir);
 }
 
 }  // namespace blkfleet::agent

@@ -1,7 +1,8 @@
 #ifndef BLKFLEET_AGENT_FD_IO_H_
 #define BLKFLEET_AGENT_FD_IO_H_
 
-// Whole-buffer positional I/O on file descriptors with Status results.
+// Whole-buffer positional I/O on file descriptors with Status results
+// (errors as common/durable_file.h's ErrnoStatus).
 
 #include <cstddef>
 #include <cstdint>
@@ -11,10 +12,6 @@
 #include "absl/strings/string_view.h"
 
 namespace blkfleet::agent {
-
-// A status for a failed system call: code from errno, message
-// "<what>: <strerror>".
-absl::Status ErrnoError(int err, absl::string_view what);
 
 // Reads exactly `len` bytes at `offset` (retrying short reads and EINTR).
 // A read past the end of the file is DATA_LOSS.
@@ -27,9 +24,6 @@ absl::Status PwriteFull(int fd, const uint8_t* buf, size_t len, uint64_t offset,
 // Copies the first `len` bytes of `in` to the start of `out` (in-kernel copy
 // where the file system allows it).
 absl::Status CopyFileRange(int in, int out, uint64_t len, absl::string_view what);
-
-// Creates `dir` (one level); an existing directory is fine.
-absl::Status MakeDirectory(const std::string& dir);
 
 }  // namespace blkfleet::agent
 

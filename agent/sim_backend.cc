@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/fd_io.h"
+#include "common/durable_file.h"
 #include "common/status_util.h"
 
 namespace blkfleet::agent {
@@ -60,12 +61,12 @@ absl::StatusOr<UniqueFd> OpenTempFile(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   if (fd.valid()) return fd;
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
-    return ErrnoError(errno, absl::StrCat("difference storage in ", dir));
+    return ErrnoStatus(errno, absl::StrCat("difference storage in ", dir));
   }
   // File systems without O_TMPFILE: create, then unlink at once.
   std::string tmpl = dir + "/.blkfleet-diff-XXXXXX";
   fd.Reset(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (!fd.valid()) return ErrnoError(errno, absl::StrCat("difference storage in ", dir));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("difference storage in ", dir));
   ::unlink(tmpl.c_str());
   return fd;
 }
@@ -181,11 +182,11 @@ absl::StatusOr<std::unique_ptr<SimBackend>> SimBackend::Open(const SimOptions& o
                          " bytes, not the requested ", spec.size_bytes));
       }
     } else if (errno != ENOENT) {
-      return ErrnoError(errno, path);
+      return ErrnoStatus(errno, path);
     }
   }
-  BLKFLEET_RETURN_IF_ERROR(MakeDirectory(options.dir));
-  if (!options.oracle_dir.empty()) BLKFLEET_RETURN_IF_ERROR(MakeDirectory(options.oracle_dir));
+  BLKFLEET_RETURN_IF_ERROR(MakeDirectories(options.dir));
+  if (!options.oracle_dir.empty()) BLKFLEET_RETURN_IF_ERROR(MakeDirectories(options.oracle_dir));
 
   std::unique_ptr<SimBackend> sim(new SimBackend(options));
   absl::MutexLock lock(&sim->mu_);
@@ -199,16 +200,16 @@ absl::StatusOr<std::unique_ptr<SimBackend>> SimBackend::Open(const SimOptions& o
         static_cast<uint32_t>((spec.size_bytes + dev->block_size - 1) / dev->block_size);
     dev->chunk_size = ChunkSizeFor(spec.size_bytes);
     dev->fd.Reset(::open(dev->path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!dev->fd.valid()) return ErrnoError(errno, dev->path);
+    if (!dev->fd.valid()) return ErrnoStatus(errno, dev->path);
     struct stat st;
-    if (::fstat(dev->fd.get(), &st) != 0) return ErrnoError(errno, dev->path);
+    if (::fstat(dev->fd.get(), &st) != 0) return ErrnoStatus(errno, dev->path);
     if (static_cast<uint64_t>(st.st_size) != spec.size_bytes) {
       if (st.st_size != 0) {
         return absl::FailedPreconditionError(
             absl::StrCat(dev->path, " changed size while opening"));
       }
       if (::ftruncate(dev->fd.get(), static_cast<off_t>(spec.size_bytes)) != 0) {
-        return ErrnoError(errno, dev->path);
+        return ErrnoStatus(errno, dev->path);
       }
     }
     dev->st_dev = st.st_dev;
@@ -381,7 +382,7 @@ absl::Status SimBackend::WriteOracle(const Snapshot& snap) {
     std::string path =
         absl::StrCat(oracle_dir_, "/", snap.id.ToString(), "-", sd.device->name, ".img");
     UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!out.valid()) return ErrnoError(errno, path);
+    if (!out.valid()) return ErrnoStatus(errno, path);
     BLKFLEET_RETURN_IF_ERROR(CopyFileRange(sd.device->fd.get(), out.get(), sd.device->size, path));
   }
   return absl::OkStatus();
