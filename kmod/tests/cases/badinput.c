@@ -180,6 +180,12 @@ int main(int argc, char **argv)
 
 	/* Snapshot misuse. */
 	t_expect_ok(bs_create(ctl, argv[3], limit, &id1), "create");
+	t0 = t_now();
+	ret = bs_wait_event(ctl, &id1, 300, &ev);
+	expect_one_of(ret, "WAIT_EVENT, no event within 300 ms", ENOENT, 0);
+	if (t_now() - t0 < 0.25)
+		t_fail("WAIT_EVENT with no event returned after %.3f s, before its timeout",
+		       t_now() - t0);
 	t_expect_ok(bs_snapshot_add(a, &id1), "add");
 	expect_one_of(bs_snapshot_add(a, &id1), "SNAPSHOTADD twice", EALREADY, EBUSY, EEXIST, 0);
 	expect_one_of(bs_create(ctl, argv[3], limit, &id2),
