@@ -39,6 +39,67 @@ void chunk_free(struct chunk *chunk)
 	kmem_cache_free(chunk_cache, chunk);
 }
 
+static void blksnap_io_end(struct bio *bio)
+{
+	struct blksnap_io *io = bio->bi_private;
+	int ret = blk_status_to_errno(bio->bi_status);
+
+	if (ret)
+		cmpxchg(&io->error, 0, ret);
+	bio_put(bio);
+	if (atomic_dec_and_test(&io->pending))
+		complete(&io->done);
+}
+
+void blksnap_io_init(struct blksnap_io *io)
+{
+	atomic_set(&io->pending, 1);
+	io->error = 0;
+	init_completion(&io->done);
+}
+
+/*
+ * Start reading or writing @bytes at @sector of @bdev, from or to the data
+ * of the bvecs that follows their first @skip bytes; blksnap_io_wait()
+ * waits for the end of everything started on @io. Must not be called from a
+ * bio submission context.
+ */
+void blksnap_io_submit(struct blksnap_io *io, struct block_device *bdev,
+		       blk_opf_t opf, sector_t sector, const struct bio_vec *bvec,
+		       size_t skip, size_t bytes)
+{
+	struct bvec_iter iter = { .bi_size = skip + bytes };
+
+	bvec_iter_advance(bvec, &iter, skip);
+	while (iter.bi_size) {
+		struct bio *bio;
+
+		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, opf, GFP_NOIO,
+				       &chunk_bioset);
+		bio->bi_iter.bi_sector = sector;
+		bio->bi_end_io = blksnap_io_end;
+		bio->bi_private = io;
+		while (iter.bi_size) {
+			struct bio_vec bv = bvec_iter_bvec(bvec, iter);
+
+			if (bio_add_page(bio, bv.bv_page, bv.bv_len,
+					 bv.bv_offset) != bv.bv_len)
+				break;
+			bvec_iter_advance_single(bvec, &iter, bv.bv_len);
+		}
+		sector += bio_sectors(bio);
+		atomic_inc(&io->pending);
+		submit_bio(bio);
+	}
+}
+
+int blksnap_io_wait(struct blksnap_io *io)
+{
+	if (!atomic_dec_and_test(&io->pending))
+		wait_for_completion_io(&io->done);
+	return io->error;
+}
+
 /*
  * Read or write @bytes at @sector of @bdev through the bvecs, waiting for
  * the end. Must not be called from a bio submission context.
@@ -46,29 +107,11 @@ void chunk_free(struct chunk *chunk)
 int blksnap_bdev_io(struct block_device *bdev, blk_opf_t opf, sector_t sector,
 		    struct bio_vec *bvec, size_t bytes)
 {
-	while (bytes) {
-		struct bio *bio;
-		int ret;
+	struct blksnap_io io;
 
-		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, opf, GFP_NOIO,
-				       &chunk_bioset);
-		bio->bi_iter.bi_sector = sector;
-		while (bytes && bio->bi_vcnt < BIO_MAX_VECS) {
-			unsigned int len = min_t(size_t, bvec->bv_len, bytes);
-
-			if (bio_add_page(bio, bvec->bv_page, len,
-					 bvec->bv_offset) != len)
-				break;
-			bytes -= len;
-			bvec++;
-		}
-		sector += bio_sectors(bio);
-		ret = submit_bio_wait(bio);
-		bio_put(bio);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	blksnap_io_init(&io);
+	blksnap_io_submit(&io, bdev, opf, sector, bvec, 0, bytes);
+	return blksnap_io_wait(&io);
 }
 
 /*

@@ -143,70 +143,156 @@ bool diff_area_cow(struct diff_area *area, struct bio *bio)
 	return true;
 }
 
+/* Chunks one image_read_part() handles (a bitmap of them is on the stack). */
+#define IMAGE_READ_CHUNKS	256
+
 /*
- * Read from the snapshot image, across any number of chunks, without locks.
- *
- * The whole range is read from the origin first; then every chunk that has
- * a copy in the difference storage is read again from there. That is
- * enough: an origin write to a chunk is let through only after the chunk's
- * copy is published, so a chunk still without a copy once the origin read
- * has completed had no new data written to it before that read. A snapshot
- * that became corrupted meanwhile may have let writes through uncopied: the
- * read then fails.
+ * The part of chunk @nr within [@sector, @end): its start in the image,
+ * its length and where that data lies in the storage (if @chunk).
  */
-static int image_read(struct diff_area *area, sector_t sector,
-		      struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
+static void chunk_part(struct diff_area *area, unsigned long nr,
+		       struct chunk *chunk, sector_t sector, sector_t end,
+		       sector_t *start, sector_t *len, sector_t *diff)
 {
-	sector_t count = bytes >> SECTOR_SHIFT;
-	sector_t run_start = 0, run_end = 0, run_diff = 0, diff = 0;
+	sector_t first = diff_area_chunk_sector(area, nr);
+
+	*start = max(sector, first);
+	*len = min(end, first + diff_area_chunk_sectors(area, nr)) - *start;
+	*diff = chunk ? chunk->diff_sector + *start - first : 0;
+}
+
+/*
+ * Read [@sector, @sector + @count) of the image, at most IMAGE_READ_CHUNKS
+ * chunks, into the bvecs' data past their first @skip bytes.
+ *
+ * Each chunk is read once, from where its snapshot data is: chunks with a
+ * copy from the difference storage, the others from the origin. Neighbours
+ * of one kind are read in one go (copies only when they lie contiguously in
+ * the storage). Origin parts are submitted without waiting and proceed
+ * while the storage parts met after them are read.
+ *
+ * No lock is taken. A copy, once published, never goes away, and an origin
+ * write to a chunk is let through only after the chunk's copy is published.
+ * So a chunk still without a copy once its origin read has completed had no
+ * new data written to it before that read; a chunk that got a copy in the
+ * meantime is read again from the copy. A snapshot that became corrupted
+ * meanwhile may have let writes through uncopied: the read then fails.
+ */
+static int image_read_part(struct diff_area *area, sector_t sector,
+			   sector_t count, struct bio_vec *bvec,
+			   unsigned int nr_bvec, size_t skip)
+{
+	DECLARE_BITMAP(from_origin, IMAGE_READ_CHUNKS);
+	sector_t end = sector + count;
+	sector_t run_start = 0, run_len = 0, run_diff = 0;
+	bool run_copied = false;
 	unsigned long nr, first, last;
-	int ret;
+	struct blksnap_io io;
+	int ret = 0, err;
 
-	if (snapshot_error(area->snapshot))
+	if (!chunk_range(area, sector, count, &first, &last) ||
+	    last - first >= IMAGE_READ_CHUNKS)
 		return -EIO;
-	ret = blksnap_bdev_io(area->orig_bdev, REQ_OP_READ, sector, bvec,
-			      bytes);
-	if (ret)
-		return ret;
-	if (!chunk_range(area, sector, count, &first, &last))
-		return -EIO;
-	/*
-	 * Copied chunks are re-read from the storage; neighbours whose copies
-	 * are contiguous there are read in one go ([run_start, run_end) of
-	 * the image at run_diff of the storage).
-	 */
-	for (nr = first; nr <= last + 1; nr++) {
-		struct chunk *chunk = nr <= last ? xa_load(&area->chunks, nr) :
-				      NULL;
-		sector_t start = 0, end = 0;
+	bitmap_zero(from_origin, IMAGE_READ_CHUNKS);
+	blksnap_io_init(&io);
+	for (nr = first; nr <= last + 1 && !ret; nr++) {
+		struct chunk *chunk = NULL;
+		sector_t start = 0, len = 0, diff = 0;
 
-		if (chunk) {
-			start = max(sector, diff_area_chunk_sector(area, nr));
-			end = min(sector + count,
-				  diff_area_chunk_sector(area, nr) +
-				  diff_area_chunk_sectors(area, nr));
-			diff = chunk->diff_sector + start -
-			       diff_area_chunk_sector(area, nr);
-			if (run_end && run_end == start &&
-			    run_diff + (run_end - run_start) == diff) {
-				run_end = end;
+		if (nr <= last) {
+			chunk = xa_load(&area->chunks, nr);
+			chunk_part(area, nr, chunk, sector, end, &start, &len,
+				   &diff);
+			if (!chunk)
+				__set_bit(nr - first, from_origin);
+			/* Extend the run when this part continues it. */
+			if (run_len && run_copied == !!chunk &&
+			    (!chunk || run_diff + run_len == diff)) {
+				run_len += len;
 				continue;
 			}
 		}
-		if (run_end) {
+		if (run_len && run_copied)
 			ret = diff_storage_io(area->storage, false, run_diff,
 					      bvec, nr_bvec,
-					      (size_t)(run_start - sector)
-					      << SECTOR_SHIFT,
-					      (size_t)(run_end - run_start)
-					      << SECTOR_SHIFT);
-			if (ret)
-				return ret;
-		}
+					      skip + ((size_t)(run_start - sector)
+						      << SECTOR_SHIFT),
+					      (size_t)run_len << SECTOR_SHIFT);
+		else if (run_len)
+			blksnap_io_submit(&io, area->orig_bdev, REQ_OP_READ,
+					  run_start, bvec,
+					  skip + ((size_t)(run_start - sector)
+						  << SECTOR_SHIFT),
+					  (size_t)run_len << SECTOR_SHIFT);
 		run_start = start;
-		run_end = end;
+		run_len = len;
 		run_diff = diff;
+		run_copied = !!chunk;
 	}
+	err = blksnap_io_wait(&io);
+	if (ret || err)
+		return ret ?: err;
+
+	/* Chunks copied while the origin was read: read their copies. */
+	for_each_set_bit(nr, from_origin, last - first + 1) {
+		struct chunk *chunk = xa_load(&area->chunks, first + nr);
+		sector_t start, len, diff;
+
+		if (!chunk)
+			continue;
+		chunk_part(area, first + nr, chunk, sector, end, &start, &len,
+			   &diff);
+		ret = diff_storage_io(area->storage, false, diff, bvec, nr_bvec,
+				      skip + ((size_t)(start - sector)
+					      << SECTOR_SHIFT),
+				      (size_t)len << SECTOR_SHIFT);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Whether [@sector, @sector + @count) of the image is, at this moment, the
+ * origin's data: no chunk of it has a copy and the snapshot is sound. Safe
+ * in any context (RCU lookups only).
+ *
+ * An image read may go to the origin directly when this holds before it is
+ * submitted and still holds once it has completed (see image_read_part()).
+ */
+bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,
+			       sector_t count)
+{
+	unsigned long first, last;
+
+	if (snapshot_error(area->snapshot) ||
+	    !chunk_range(area, sector, count, &first, &last))
+		return false;
+	return !xa_find(&area->chunks, &first, last, XA_PRESENT);
+}
+
+/* Read from the snapshot image, across any number of chunks. */
+static int image_read(struct diff_area *area, sector_t sector,
+		      struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)
+{
+	sector_t count = bytes >> SECTOR_SHIFT, done = 0;
+	int ret = 0;
+
+	if (snapshot_error(area->snapshot))
+		return -EIO;
+	while (done < count && !ret) {
+		sector_t pos = sector + done;
+		/* Up to the end of the IMAGE_READ_CHUNKS-th chunk from pos. */
+		sector_t limit = diff_area_chunk_sector(area,
+				(pos >> area->chunk_shift) + IMAGE_READ_CHUNKS);
+		sector_t part = min(count - done, limit - pos);
+
+		ret = image_read_part(area, pos, part, bvec, nr_bvec,
+				      (size_t)done << SECTOR_SHIFT);
+		done += part;
+	}
+	if (ret)
+		return ret;
 	return snapshot_error(area->snapshot) ? -EIO : 0;
 }
 

@@ -81,6 +81,8 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 				struct diff_storage *storage);
 void diff_area_free(struct diff_area *area);
 bool diff_area_cow(struct diff_area *area, struct bio *bio);
+bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,
+			       sector_t count);
 int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
 		       struct bio_vec *bvec, unsigned int nr_bvec,
 		       size_t bytes);

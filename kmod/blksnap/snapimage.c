@@ -2,7 +2,9 @@
 /*
  * Snapshot images: writable bio-based block devices "blksnap-<MAJ>-<MIN>".
  *
- * Bios are queued to a worker: serving them means waiting for reads of the
+ * A read of a range whose chunks have no copy is sent on to the origin as a
+ * clone, without a worker (the common case, and the fastest). Other bios
+ * are queued to a worker: serving them means waiting for reads of the
  * origin or of the difference storage, which the submission context (maybe
  * a stacked driver's) must not do.
  */
@@ -18,6 +20,8 @@
 
 /* Segments gathered into one diff_area_image_io() call. */
 #define IMAGE_BVECS	256
+/* Largest bio the image asks for: the most one worker call gathers. */
+#define IMAGE_MAX_SECTORS	(IMAGE_BVECS << (PAGE_SHIFT - SECTOR_SHIFT))
 /* Workers per image: reads of different chunks proceed in parallel. */
 #define IMAGE_WORKERS	4
 
@@ -39,10 +43,13 @@ struct image_worker {
  * struct snapimage - the block device showing one device of a snapshot
  * @area:	copy-on-write state it reads and writes
  * @disk:	the block device
- * @lock:	guards @bios and @dead
+ * @lock:	guards @bios, @dead and @inflight
  * @bios:	bios waiting for a worker
  * @dead:	the snapshot is gone: fail new bios (a file kept open can
  *		still submit them after del_gendisk())
+ * @inflight:	reads sent on to the origin and not yet ended; the area must
+ *		stay until none is left
+ * @drained:	woken when @inflight falls to zero
  * @next:	the worker to wake next
  * @workers:	serve @bios
  */
@@ -52,12 +59,16 @@ struct snapimage {
 	spinlock_t lock;	/* guards bios */
 	struct bio_list bios;
 	bool dead;
+	unsigned int inflight;
+	wait_queue_head_t drained;
 	atomic_t next;
 	struct image_worker workers[IMAGE_WORKERS];
 };
 
 static int image_major;
 static DEFINE_IDA(image_ida);
+/* Clones of image reads sent on to the origin. */
+static struct bio_set image_bioset;
 
 static int image_serve(struct image_worker *worker, struct bio *bio,
 		       bool write)
@@ -137,23 +148,98 @@ static void image_work_fn(struct work_struct *work)
 	memalloc_noio_restore(noio);
 }
 
+/* Queue @bio for a worker; the caller holds image->lock. */
+static void image_queue_locked(struct snapimage *image, struct bio *bio)
+{
+	bio_list_add(&image->bios, bio);
+	queue_work(blksnap_wq, &image->workers[(unsigned int)
+		   atomic_inc_return(&image->next) % IMAGE_WORKERS].work);
+}
+
+/* A read sent on to the origin is done with the area. */
+static void image_direct_done_locked(struct snapimage *image)
+{
+	if (!--image->inflight)
+		wake_up(&image->drained);
+}
+
+/*
+ * A read sent on to the origin has ended. Its data is the snapshot's if the
+ * range still has no copy now (an origin write is let through only after
+ * the copy of its chunk is published); otherwise a worker reads it again.
+ */
+static void image_direct_end(struct bio *clone)
+{
+	struct bio *bio = clone->bi_private;
+	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
+	blk_status_t status = clone->bi_status;
+	unsigned long flags;
+
+	bio_put(clone);
+	spin_lock_irqsave(&image->lock, flags);
+	if (!status && !diff_area_image_on_origin(image->area,
+						  bio->bi_iter.bi_sector,
+						  bio_sectors(bio))) {
+		image_queue_locked(image, bio);
+		bio = NULL;
+	}
+	image_direct_done_locked(image);
+	spin_unlock_irqrestore(&image->lock, flags);
+	if (bio) {
+		bio->bi_status = status;
+		bio_endio(bio);
+	}
+}
+
 static void snapimage_submit_bio(struct bio *bio)
 {
 	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
+	struct bio *clone;
 	unsigned long flags;
-	bool dead;
+	bool dead, direct = false;
 
 	spin_lock_irqsave(&image->lock, flags);
 	dead = image->dead;
-	if (!dead)
-		bio_list_add(&image->bios, bio);
+	if (!dead && bio_op(bio) == REQ_OP_READ &&
+	    diff_area_image_on_origin(image->area, bio->bi_iter.bi_sector,
+				      bio_sectors(bio))) {
+		/* Counted before the clone exists: the area stays. */
+		image->inflight++;
+		direct = true;
+	} else if (!dead) {
+		image_queue_locked(image, bio);
+	}
 	spin_unlock_irqrestore(&image->lock, flags);
 	if (dead) {
 		bio_io_error(bio);
 		return;
 	}
-	queue_work(blksnap_wq, &image->workers[(unsigned int)
-		   atomic_inc_return(&image->next) % IMAGE_WORKERS].work);
+	if (!direct)
+		return;
+	/* No waiting for a bio here: without one, a worker reads it. */
+	clone = bio_alloc_clone(image->area->orig_bdev, bio, GFP_NOWAIT,
+				&image_bioset);
+	if (!clone) {
+		spin_lock_irqsave(&image->lock, flags);
+		image_queue_locked(image, bio);
+		image_direct_done_locked(image);
+		spin_unlock_irqrestore(&image->lock, flags);
+		return;
+	}
+	clone->bi_end_io = image_direct_end;
+	clone->bi_private = bio;
+	submit_bio_noacct(clone);
+}
+
+static bool image_drained(struct snapimage *image)
+{
+	unsigned long flags;
+	bool drained;
+
+	spin_lock_irqsave(&image->lock, flags);
+	drained = !image->inflight;
+	spin_unlock_irqrestore(&image->lock, flags);
+	return drained;
 }
 
 /* The last reference to the disk is gone (the image may outlive the
@@ -185,6 +271,7 @@ struct snapimage *snapimage_create(struct diff_area *area)
 	image->area = area;
 	spin_lock_init(&image->lock);
 	bio_list_init(&image->bios);
+	init_waitqueue_head(&image->drained);
 	for (i = 0; i < IMAGE_WORKERS; i++) {
 		image->workers[i].image = image;
 		INIT_WORK(&image->workers[i].work, image_work_fn);
@@ -212,6 +299,15 @@ struct snapimage *snapimage_create(struct diff_area *area)
 				     bdev_logical_block_size(area->orig_bdev));
 	blk_queue_physical_block_size(disk->queue,
 				      bdev_physical_block_size(area->orig_bdev));
+	/*
+	 * Bios are served whole, a read across chunks in one go: let them be
+	 * large. An optimal size of one chunk (at most one such bio) gives
+	 * buffered readers a read-ahead window of two.
+	 */
+	blk_queue_max_hw_sectors(disk->queue, IMAGE_MAX_SECTORS);
+	blk_queue_io_opt(disk->queue,
+			 min(1U << area->chunk_shift, IMAGE_MAX_SECTORS)
+			 << SECTOR_SHIFT);
 	set_capacity(disk, area->capacity);
 	image->disk = disk;
 
@@ -245,7 +341,12 @@ void snapimage_free(struct snapimage *image)
 	spin_lock_irqsave(&image->lock, flags);
 	image->dead = true;
 	spin_unlock_irqrestore(&image->lock, flags);
-	/* Serve the bios queued before; none can come after. */
+	/*
+	 * Let the reads sent on to the origin end (they may queue bios for
+	 * the workers), then serve the bios queued before; none can come
+	 * after.
+	 */
+	wait_event(image->drained, image_drained(image));
 	for (i = 0; i < IMAGE_WORKERS; i++)
 		flush_work(&image->workers[i].work);
 	image->area = NULL;
@@ -259,12 +360,22 @@ const char *snapimage_name(struct snapimage *image)
 
 int snapimage_init(void)
 {
+	int ret;
+
+	ret = bioset_init(&image_bioset, BIO_POOL_SIZE, 0, 0);
+	if (ret)
+		return ret;
 	image_major = register_blkdev(0, "blksnap");
-	return image_major < 0 ? image_major : 0;
+	if (image_major < 0) {
+		bioset_exit(&image_bioset);
+		return image_major;
+	}
+	return 0;
 }
 
 void snapimage_done(void)
 {
 	unregister_blkdev(image_major, "blksnap");
 	ida_destroy(&image_ida);
+	bioset_exit(&image_bioset);
 }
