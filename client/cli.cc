@@ -73,6 +73,8 @@ class Cli {
   int BackupRun();
   int BackupList();
   int Restore();
+  int BackupVerify();
+  int CollectGarbage();
   int JobList();
   int JobShow();
   int JobCancel();
@@ -88,7 +90,7 @@ class Cli {
   std::string name_, agent_, backup_id_, to_, job_id_, host_filter_;
   std::vector<std::string> devices_;
   std::string device_;
-  bool full_ = false, wait_ = false, overwrite_ = false;
+  bool full_ = false, wait_ = false, overwrite_ = false, dry_run_ = false;
   uint32_t chunk_size_ = 0;
 };
 
@@ -136,8 +138,9 @@ int Cli::Started(const v1::Job& job, bool wait) {
     if (json_) {
       Print(job);
     } else {
-      io_.out << "job " << job.id() << " started (" << JobKindName(job.kind()) << " of host "
-              << job.host() << ")\n";
+      io_.out << "job " << job.id() << " started (" << JobKindName(job.kind());
+      if (!job.host().empty()) io_.out << " of host " << job.host();
+      io_.out << ")\n";
     }
     return 0;
   }
@@ -164,14 +167,18 @@ int Cli::Started(const v1::Job& job, bool wait) {
       if (!json_) {
         io_.out << "job " << last.id() << " succeeded";
         if (!last.backup_id().empty()) {
-          io_.out << (last.kind() == v1::JOB_KIND_BACKUP ? ": backup " : ": restored backup ")
-                  << last.backup_id();
+          const char* what = last.kind() == v1::JOB_KIND_BACKUP    ? ": backup "
+                             : last.kind() == v1::JOB_KIND_VERIFY ? ": verified backup "
+                                                                  : ": restored backup ";
+          io_.out << what << last.backup_id();
         }
+        if (!last.summary().empty()) io_.out << ": " << last.summary();
         io_.out << "\n";
       }
       return 0;
     case v1::JOB_STATE_FAILED:
       io_.err << "blkfleet: job " << last.id() << " failed: " << last.error() << "\n";
+      if (!last.summary().empty()) io_.err << "blkfleet: " << last.summary() << "\n";
       return kFail;
     case v1::JOB_STATE_CANCELLED:
       io_.err << "blkfleet: job " << last.id() << " was cancelled"
@@ -230,6 +237,28 @@ int Cli::Restore() {
   grpc::ClientContext ctx;
   Deadline(&ctx);
   grpc::Status s = stub().Restore(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  return Started(job, wait_);
+}
+
+int Cli::BackupVerify() {
+  v1::VerifyBackupRequest req;
+  req.set_backup_id(backup_id_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().VerifyBackup(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  return Started(job, wait_);
+}
+
+int Cli::CollectGarbage() {
+  v1::CollectGarbageRequest req;
+  req.set_dry_run(dry_run_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().CollectGarbage(&ctx, req, &job);
   if (!s.ok()) return RpcError(s);
   return Started(job, wait_);
 }
@@ -313,6 +342,17 @@ int Cli::Run(const std::vector<std::string>& args) {
   auto* blist = backup->add_subcommand("list", "list backups, newest first");
   blist->add_option("--host", host_filter_, "only backups of this host");
   blist->callback([&] { rc = BackupList(); });
+
+  auto* verify = backup->add_subcommand("verify", "re-read and re-hash every chunk of a backup");
+  verify->add_option("BACKUP_ID", backup_id_, "backup id")->required();
+  verify->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
+  verify->callback([&] { rc = BackupVerify(); });
+
+  auto* gc = app.add_subcommand(
+      "gc", "remove chunk files no backup uses (older than the server's --gc-grace)");
+  gc->add_flag("--dry-run", dry_run_, "count what would be removed, remove nothing");
+  gc->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
+  gc->callback([&] { rc = CollectGarbage(); });
 
   auto* restore = app.add_subcommand("restore", "restore a device of a backup to a file on the server");
   restore->add_option("BACKUP_ID", backup_id_, "backup id")->required();

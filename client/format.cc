@@ -131,6 +131,8 @@ void PrintJobs(const v1::ListJobsResponse& r, std::ostream& out) {
   for (const auto& j : r.jobs()) {
     std::string result = j.error();
     if (result.size() > 60) result = result.substr(0, 57) + "...";
+    if (result.empty()) result = j.summary();
+    if (result.size() > 60) result = result.substr(0, 57) + "...";
     if (result.empty() && !j.backup_id().empty()) result = "backup " + j.backup_id();
     std::string progress = "-";
     if (j.progress().bytes_total() > 0) {
@@ -153,6 +155,7 @@ void PrintJob(const v1::Job& j, std::ostream& out) {
       << "progress:  " << ProgressLine(j) << "\n";
   if (!j.backup_id().empty()) out << "backup:    " << j.backup_id() << "\n";
   if (j.attempts() > 0) out << "resumes:   " << j.attempts() << "\n";
+  if (!j.summary().empty()) out << "summary:   " << j.summary() << "\n";
   if (!j.error().empty()) out << "error:     " << j.error() << "\n";
 }
 

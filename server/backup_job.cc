@@ -123,7 +123,11 @@ struct DeviceWork {
 class BackupRun {
  public:
   BackupRun(const BackupDeps& deps, const BackupRequest& req, JobContext& ctx)
-      : deps_(deps), req_(req), ctx_(ctx), stub_(deps.agents->Stub(req.host.agent_address())) {}
+      : deps_(deps),
+        req_(req),
+        ctx_(ctx),
+        stub_(deps.agents->Stub(req.host.agent_address())),
+        pins_(ChunkPins::Hold(deps.pins)) {}
 
   absl::Status Execute();
 
@@ -145,6 +149,7 @@ class BackupRun {
   const BackupRequest& req_;
   JobContext& ctx_;
   std::shared_ptr<av1::Agent::StubInterface> stub_;
+  ChunkPins::Holder pins_;
   av1::Snapshot snapshot_;
   std::unique_ptr<LeaseKeeper> lease_;
   absl::Time start_time_;
@@ -247,6 +252,9 @@ absl::Status BackupRun::Plan(DeviceWork& w) {
                               deps_.repo->ReadIndex(w.base->backup_id, w.base->ordinal, *sha));
     base_view = base_index.View();
     w.base_digests = std::move(base_index.digests);
+    // The base's chunks are reused without being sent again: keep them from
+    // a collector even if the base backup is deleted meanwhile.
+    pins_.PinAll(w.base_digests);
     w.chunk_size = base_index.chunk_size_bytes;  // a device keeps its chunk size
   } else {
     w.chunk_size = req_.chunk_size_bytes != 0 ? req_.chunk_size_bytes : kDefaultChunkSize;
@@ -374,6 +382,9 @@ absl::Status BackupRun::StreamOnce(DeviceWork& w, std::vector<uint8_t>& wanted, 
       w.chunks_new += 1;
       w.bytes_received += c->data().size();
       known.insert(*digest);
+      // Before the store looks for the file: a collector either sees the pin
+      // or has removed the file already, which the store then writes anew.
+      pins_.Pin(*digest);
       ReceivedChunk rc;
       rc.index = i;
       rc.digest = *digest;

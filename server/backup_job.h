@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "server/agent_client.h"
 #include "server/catalog/catalog.h"
+#include "server/chunk_pins.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
 
@@ -36,6 +37,9 @@ struct BackupDeps {
   AgentConnector* agents;
   Clock* clock;
   BackupOptions options;
+  // Chunks the job relies on before its commit, kept from garbage collection
+  // (null: no collector runs beside the job).
+  ChunkPins* pins = nullptr;
 };
 
 // What to back up: resolved and validated by the caller.

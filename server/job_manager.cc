@@ -75,6 +75,9 @@ class JobManager::Live final : public JobContext {
   void SetBackupId(const std::string& id) override {
     Mutate([&](v1::Job& j) { j.set_backup_id(id); }, false);
   }
+  void SetSummary(const std::string& summary) override {
+    Mutate([&](v1::Job& j) { j.set_summary(summary); }, false);
+  }
 
   // Sets the state (and times) and writes it to the catalog at once.
   void Transition(v1::JobState state, const std::string& error) {

@@ -34,6 +34,8 @@ class JobContext {
   virtual void AddDone(uint64_t bytes, uint64_t chunks) = 0;
   virtual void AddAttempt() = 0;
   virtual void SetBackupId(const std::string& id) = 0;
+  // One line on the outcome, kept when the job ends (ok or not).
+  virtual void SetSummary(const std::string& summary) = 0;
 };
 
 // Runs long work (backup, restore) as jobs: each on its own thread, its state

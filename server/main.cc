@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/durable_file.h"
 #include "server/agent_client.h"
 #include "server/catalog/sqlite_catalog.h"
@@ -32,13 +33,23 @@ int main(int argc, char** argv) {
   std::string data_dir;
   std::string port_file;
   bool insecure = false;
+  std::string gc_grace_text = "24h";
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
       ->required();
   app.add_option("--port-file", port_file, "write the bound port to this file");
   app.add_flag("--insecure", insecure, "serve plaintext gRPC (TLS is not implemented yet)");
+  app.add_option("--gc-grace", gc_grace_text,
+                 "garbage collection keeps unreferenced chunk files younger than this "
+                 "(e.g. 24h, 90m, 30s)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  absl::Duration gc_grace;
+  if (!absl::ParseDuration(gc_grace_text, &gc_grace) || gc_grace < absl::ZeroDuration()) {
+    return Fail(absl::StrCat("--gc-grace '", gc_grace_text,
+                             "' is not a duration of zero or more (e.g. 24h, 90m, 30s)"));
+  }
 
   // Chunks travel in buffers of up to 64 MiB. Keep buffers of that size in
   // the heap instead of a fresh mmap per message (page faults and zeroing on
@@ -70,7 +81,7 @@ int main(int argc, char** argv) {
                                                              blkfleet::Clock::Real());
   blkfleet::server::BackupOptions options;
   blkfleet::server::ServerService service(catalog->get(), repo->get(), &agents, jobs.get(),
-                                          blkfleet::Clock::Real(), options);
+                                          blkfleet::Clock::Real(), options, gc_grace);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;

@@ -9,7 +9,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "common/status_util.h"
+#include "server/gc_job.h"
 #include "server/restore_job.h"
+#include "server/verify_job.h"
 #include "server/validation.h"
 
 namespace blkfleet::server {
@@ -32,13 +34,14 @@ grpc::Status Unimplemented(const std::string& feature) {
 
 ServerService::ServerService(catalog::Catalog* catalog, repo::Repository* repo,
                              AgentConnector* agents, JobManager* jobs, Clock* clock,
-                             BackupOptions backup_options)
+                             BackupOptions backup_options, absl::Duration gc_grace)
     : catalog_(catalog),
       repo_(repo),
       agents_(agents),
       jobs_(jobs),
       clock_(clock),
-      backup_options_(backup_options) {}
+      backup_options_(backup_options),
+      gc_grace_(gc_grace) {}
 
 void ServerService::AskAgents(std::vector<v1::Host*> hosts) {
   struct Call {
@@ -163,7 +166,7 @@ grpc::Status ServerService::RunBackup(grpc::ServerContext*, const v1::RunBackupR
   v1::Job job;
   job.set_kind(v1::JOB_KIND_BACKUP);
   job.set_host(req->host());
-  BackupDeps deps{catalog_, repo_, agents_, clock_, backup_options_};
+  BackupDeps deps{catalog_, repo_, agents_, clock_, backup_options_, &pins_};
   auto started = jobs_->Start(job, absl::StrCat("backup:", req->host()),
                               absl::StrCat("a backup of host ", req->host(), " is already running"),
                               [deps, br](JobContext& ctx) { return server::RunBackup(deps, br, ctx); });
@@ -264,18 +267,50 @@ grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreReque
   return grpc::Status::OK;
 }
 
-grpc::Status ServerService::VerifyBackup(grpc::ServerContext*, const v1::VerifyBackupRequest*,
-                                         v1::Job*) {
-  return Unimplemented("verify");
+grpc::Status ServerService::VerifyBackup(grpc::ServerContext*, const v1::VerifyBackupRequest* req,
+                                         v1::Job* resp) {
+  RETURN_IF_BAD(ValidateId(req->backup_id(), "backup_id"));
+  auto backup = catalog_->GetBackup(req->backup_id());
+  RETURN_IF_BAD(backup.status());
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_VERIFY);
+  job.set_host(backup->host());
+  job.set_backup_id(backup->id());
+  catalog::Catalog* catalog = catalog_;
+  repo::Repository* repo = repo_;
+  const std::string id = backup->id();
+  auto started = jobs_->Start(job, absl::StrCat("verify:", id),
+                              absl::StrCat("backup ", id, " is already being verified"),
+                              [catalog, repo, id](JobContext& ctx) {
+                                return RunVerify(catalog, repo, id, VerifyOptions{}, ctx);
+                              });
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
+  return grpc::Status::OK;
 }
 
 grpc::Status ServerService::Prune(grpc::ServerContext*, const v1::PruneRequest*, v1::Job*) {
   return Unimplemented("prune");
 }
 
-grpc::Status ServerService::CollectGarbage(grpc::ServerContext*, const v1::CollectGarbageRequest*,
-                                           v1::Job*) {
-  return Unimplemented("garbage collection");
+grpc::Status ServerService::CollectGarbage(grpc::ServerContext*,
+                                           const v1::CollectGarbageRequest* req, v1::Job* resp) {
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_GC);
+  GcOptions opt;
+  opt.grace = gc_grace_;
+  opt.dry_run = req->dry_run();
+  catalog::Catalog* catalog = catalog_;
+  repo::Repository* repo = repo_;
+  ChunkPins* pins = &pins_;
+  Clock* clock = clock_;
+  auto started = jobs_->Start(job, "gc", "garbage collection is already running",
+                              [catalog, repo, pins, clock, opt](JobContext& ctx) {
+                                return RunGc(catalog, repo, pins, clock, opt, ctx);
+                              });
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
+  return grpc::Status::OK;
 }
 
 grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPoliciesRequest*,

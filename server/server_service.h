@@ -5,6 +5,7 @@
 #include "server/agent_client.h"
 #include "server/backup_job.h"
 #include "server/catalog/catalog.h"
+#include "server/chunk_pins.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
 
@@ -16,7 +17,8 @@ namespace blkfleet::server {
 class ServerService final : public v1::Server::Service {
  public:
   ServerService(catalog::Catalog* catalog, repo::Repository* repo, AgentConnector* agents,
-                JobManager* jobs, Clock* clock, BackupOptions backup_options);
+                JobManager* jobs, Clock* clock, BackupOptions backup_options,
+                absl::Duration gc_grace = absl::Hours(24));
 
   grpc::Status CreateHost(grpc::ServerContext*, const v1::CreateHostRequest*, v1::Host*) override;
   grpc::Status ListHosts(grpc::ServerContext*, const v1::ListHostsRequest*,
@@ -58,6 +60,9 @@ class ServerService final : public v1::Server::Service {
   JobManager* const jobs_;
   Clock* const clock_;
   const BackupOptions backup_options_;
+  const absl::Duration gc_grace_;
+  // Chunks of running backups, kept from garbage collection.
+  ChunkPins pins_;
 };
 
 }  // namespace blkfleet::server

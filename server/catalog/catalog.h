@@ -58,6 +58,15 @@ class Catalog {
   // Newest first; `host` empty: every host.
   virtual absl::StatusOr<std::vector<v1::Backup>> ListBackups(const std::string& host,
                                                               const PageRequest& page) = 0;
+  // SHA-256 of the backup's manifest file as recorded at commit. NOT_FOUND
+  // when the backup is unknown.
+  virtual absl::StatusOr<Sha256Digest> GetManifestSha256(const std::string& id) = 0;
+  // Sets or clears the protection of a backup (prune never deletes a
+  // protected one). NOT_FOUND when unknown.
+  virtual absl::StatusOr<v1::Backup> SetBackupProtected(const std::string& id, bool on) = 0;
+  // Removes a backup and its devices in one transaction. FAILED_PRECONDITION
+  // when it is protected; NOT_FOUND when unknown.
+  virtual absl::Status DeleteBackup(const std::string& id) = 0;
   // The newest backup of `device` of `host`, or nullopt.
   virtual absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
       const std::string& host, const std::string& device) = 0;

@@ -127,7 +127,7 @@ v1::Host ReadHost(Stmt& s) {
 
 constexpr const char* kJobColumns =
     "id, kind, state, host, create_time_us, start_time_us, end_time_us, bytes_done, bytes_total, "
-    "chunks_done, chunks_total, phase, error, backup_id, attempts";
+    "chunks_done, chunks_total, phase, error, backup_id, attempts, summary";
 
 v1::Job ReadJob(Stmt& s) {
   v1::Job j;
@@ -147,6 +147,7 @@ v1::Job ReadJob(Stmt& s) {
   j.set_error(s.Text(12));
   j.set_backup_id(s.Text(13));
   j.set_attempts(static_cast<uint32_t>(s.Int(14)));
+  j.set_summary(s.Text(15));
   return j;
 }
 
@@ -216,6 +217,9 @@ CREATE TABLE jobs (
   attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_by_host ON jobs (host, id);
+)sql"},
+      {2, R"sql(
+ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '';
 )sql"},
   };
   return kMigrations;
@@ -480,6 +484,47 @@ absl::StatusOr<std::vector<v1::Backup>> SqliteCatalog::ListBackups(const std::st
   return out;
 }
 
+absl::StatusOr<Sha256Digest> SqliteCatalog::GetManifestSha256(const std::string& id) {
+  auto n = ParseId(id);
+  if (!n) return absl::InvalidArgumentError(absl::StrCat("malformed backup id '", id, "'"));
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "SELECT manifest_sha256 FROM backups WHERE id = ?");
+  s.Bind(1, *n);
+  BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("backup ", id, " not found"));
+  auto d = DigestFromBytes(s.Blob(0));
+  if (!d) return absl::DataLossError(absl::StrCat("catalog: manifest digest of backup ", id, " is malformed"));
+  return *d;
+}
+
+absl::StatusOr<v1::Backup> SqliteCatalog::SetBackupProtected(const std::string& id, bool on) {
+  auto n = ParseId(id);
+  if (!n) return absl::InvalidArgumentError(absl::StrCat("malformed backup id '", id, "'"));
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "UPDATE backups SET protected = ? WHERE id = ?");
+  s.Bind(1, on ? 1 : 0).Bind(2, *n);
+  BLKFLEET_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("backup ", id, " not found"));
+  return LoadBackup(*n);
+}
+
+absl::Status SqliteCatalog::DeleteBackup(const std::string& id) {
+  auto n = ParseId(id);
+  if (!n) return absl::InvalidArgumentError(absl::StrCat("malformed backup id '", id, "'"));
+  absl::MutexLock l(&mu_);
+  // One statement: the protection check and the removal cannot interleave
+  // with a ProtectBackup; backup_devices go with it (ON DELETE CASCADE).
+  Stmt s(db_, "DELETE FROM backups WHERE id = ? AND protected = 0");
+  s.Bind(1, *n);
+  BLKFLEET_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 1) return absl::OkStatus();
+  Stmt q(db_, "SELECT protected FROM backups WHERE id = ?");
+  q.Bind(1, *n);
+  BLKFLEET_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("backup ", id, " not found"));
+  return absl::FailedPreconditionError(absl::StrCat("backup ", id, " is protected"));
+}
+
 absl::StatusOr<std::optional<DeviceBackupRef>> SqliteCatalog::LatestDeviceBackup(
     const std::string& host, const std::string& device) {
   absl::MutexLock l(&mu_);
@@ -522,7 +567,7 @@ absl::Status SqliteCatalog::UpdateJob(const v1::Job& job) {
   Stmt s(db_,
          "UPDATE jobs SET state = ?, start_time_us = ?, end_time_us = ?, bytes_done = ?, "
          "bytes_total = ?, chunks_done = ?, chunks_total = ?, phase = ?, error = ?, "
-         "backup_id = ?, attempts = ? WHERE id = ?");
+         "backup_id = ?, attempts = ?, summary = ? WHERE id = ?");
   const auto& p = job.progress();
   s.Bind(1, job.state());
   s.Bind(2, job.has_start_time() ? ToMicros(job.start_time()) : 0);
@@ -530,7 +575,7 @@ absl::Status SqliteCatalog::UpdateJob(const v1::Job& job) {
   s.Bind(4, static_cast<int64_t>(p.bytes_done())).Bind(5, static_cast<int64_t>(p.bytes_total()));
   s.Bind(6, static_cast<int64_t>(p.chunks_done())).Bind(7, static_cast<int64_t>(p.chunks_total()));
   s.Bind(8, p.phase()).Bind(9, job.error()).Bind(10, job.backup_id());
-  s.Bind(11, job.attempts()).Bind(12, *id);
+  s.Bind(11, job.attempts()).Bind(12, job.summary()).Bind(13, *id);
   BLKFLEET_RETURN_IF_ERROR(s.Run());
   if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("job ", job.id(), " not found"));
   return absl::OkStatus();

@@ -2,6 +2,8 @@
 #define BLKFLEET_SERVER_REPOSITORY_CHUNK_STORE_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -23,8 +25,8 @@ enum class StoredEncoding : uint16_t {
 
 // Content-addressed store of chunks on a local filesystem: one file per chunk
 // at <dir>/<first two hex digits>/<64 hex digits>, a 32-byte header (magic,
-// version, flags, plain length, stored length, CRC-32 of the stored bytes and
-// of the header; docs/formats.md) followed by the stored bytes.
+// version, flags, plain length, stored length, CRC-32C of the stored bytes
+// and of the header; docs/formats.md) followed by the stored bytes.
 //
 // A chunk file is written once (temporary file in the same directory, fsync,
 // rename without replace) and never rewritten. Directory entries of new
@@ -58,8 +60,21 @@ class ChunkStore {
 
   std::string PathOf(const Sha256Digest& digest) const;
 
+  // A file in a fan-out directory: a chunk file or a temporary file
+  // (".tmp-*") of a Put in progress or of one that crashed.
+  struct FileEntry {
+    std::string path;
+    std::optional<Sha256Digest> digest;  // nullopt: a temporary file
+  };
+  // Calls `fn` for every chunk file and temporary file, one fan-out
+  // directory after the other; other names are skipped. Stops at the first
+  // error of `fn` and returns it.
+  absl::Status ListFiles(const std::function<absl::Status(const FileEntry&)>& fn) const;
+
   static constexpr size_t kHeaderSize = 32;
-  static constexpr uint16_t kVersion = 1;
+  // Written: 2 (CRC-32C). Read: 1 (zlib CRC-32) and 2.
+  static constexpr uint16_t kVersion = 2;
+  static constexpr uint16_t kOldestReadableVersion = 1;
 
  private:
   std::string DirOf(const Sha256Digest& digest) const;

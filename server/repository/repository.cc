@@ -70,6 +70,18 @@ std::string Repository::BackupDir(const std::string& backup_id) const {
   return absl::StrCat(root_, "/backups/", backup_id);
 }
 
+std::string Repository::ManifestPath(const std::string& backup_id) const {
+  return absl::StrCat(BackupDir(backup_id), "/manifest.json");
+}
+
+absl::Status Repository::RemoveBackupFiles(const std::string& backup_id) {
+  const std::string dir = BackupDir(backup_id);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("remove ", dir, ": ", ec.message()));
+  return FsyncDirectory(absl::StrCat(root_, "/backups"));
+}
+
 std::string Repository::IndexPath(const std::string& backup_id, int ordinal) const {
   return absl::StrCat(BackupDir(backup_id), "/device-", ordinal, ".index");
 }
@@ -120,7 +132,7 @@ absl::StatusOr<Sha256Digest> Repository::WriteManifest(const blkfleet::server::v
 }
 
 absl::StatusOr<blkfleet::server::v1::Backup> Repository::ReadManifest(const std::string& backup_id) {
-  const std::string path = BackupDir(backup_id) + "/manifest.json";
+  const std::string path = ManifestPath(backup_id);
   BLKFLEET_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
   nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
   if (j.is_discarded() || !j.is_object() || j.value("format", "") != kManifestFormat ||

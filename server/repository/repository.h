@@ -45,7 +45,13 @@ class Repository {
   absl::StatusOr<Sha256Digest> WriteManifest(const blkfleet::server::v1::Backup& backup);
   absl::StatusOr<blkfleet::server::v1::Backup> ReadManifest(const std::string& backup_id);
 
+  // Removes the index and manifest files of a backup and its directory
+  // (after the catalog forgot it; its chunks go with garbage collection).
+  // A missing directory is not an error.
+  absl::Status RemoveBackupFiles(const std::string& backup_id);
+
   std::string BackupDir(const std::string& backup_id) const;
+  std::string ManifestPath(const std::string& backup_id) const;
   std::string IndexPath(const std::string& backup_id, int ordinal) const;
 
  private:

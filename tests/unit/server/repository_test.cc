@@ -5,7 +5,10 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <zlib.h>
 
+#include "common/crc32c.h"
 #include "common/durable_file.h"
 #include "server/repository/repository.h"
 #include "tests/unit/server/temp_dir.h"
@@ -148,6 +151,56 @@ TEST_F(ChunkStoreTest, ContentNotMatchingDigestIsDataLoss) {
   absl::Status s = store_.Get(wrong, &codec_, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("digest"), std::string_view::npos) << s;
+}
+
+uint32_t ReadLe32(const std::string& b, size_t at) {
+  return uint32_t{static_cast<uint8_t>(b[at])} | uint32_t{static_cast<uint8_t>(b[at + 1])} << 8 |
+         uint32_t{static_cast<uint8_t>(b[at + 2])} << 16 |
+         uint32_t{static_cast<uint8_t>(b[at + 3])} << 24;
+}
+
+void WriteLe32(std::string& b, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(ChunkStoreTest, NewFilesAreVersion2WithCrc32c) {
+  std::string plain = Pattern(5000, 4);
+  Sha256Digest d = Sha256(plain);
+  ASSERT_TRUE(store_.Put(d, plain.size(), StoredEncoding::kRaw, plain).ok());
+  std::string file = ReadAll(store_.PathOf(d));
+  ASSERT_EQ(file.size(), ChunkStore::kHeaderSize + plain.size());
+  EXPECT_EQ(file[8], 2);
+  EXPECT_EQ(file[9], 0);
+  EXPECT_EQ(ReadLe32(file, 20), Crc32c(plain));
+  EXPECT_EQ(ReadLe32(file, 28), Crc32c(file.data(), 28));
+}
+
+TEST_F(ChunkStoreTest, Version1FileWithZlibCrcIsStillRead) {
+  std::string plain = Pattern(7000, 5);
+  Sha256Digest d = Sha256(plain);
+  ASSERT_TRUE(store_.Put(d, plain.size(), StoredEncoding::kRaw, plain).ok());
+  const std::string path = store_.PathOf(d);
+  // Rewrite the header as version 1 did: zlib CRC-32 for both checksums.
+  std::string file = ReadAll(path);
+  file[8] = 1;
+  WriteLe32(file, 20, static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(plain.data()),
+                                                    plain.size())));
+  WriteLe32(file, 28,
+            static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(file.data()), 28)));
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  ASSERT_TRUE(WriteFileDurably(path, file).ok());
+  std::string out;
+  absl::Status s = store_.Get(d, &codec_, &out);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(out, plain);
+  // Its checksums still guard it.
+  FlipByte(path, ChunkStore::kHeaderSize + 10);
+  EXPECT_EQ(store_.Get(d, &codec_, &out).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(ChunkStoreTest, MissingChunkIsNotFound) {

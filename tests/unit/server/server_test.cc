@@ -2,16 +2,20 @@
 // service, catalog, repository and job manager, talking gRPC over loopback to
 // a fake agent.
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 
 #include <gtest/gtest.h>
 
 #include "common/durable_file.h"
 #include "server/catalog/sqlite_catalog.h"
 #include "server/server_service.h"
+#include "server/verify_job.h"
 #include "tests/unit/server/fake_agent.h"
 #include "tests/unit/server/temp_dir.h"
 
@@ -64,7 +68,7 @@ class ServerTest : public ::testing::Test {
     opt.retry_backoff = absl::Milliseconds(20);
     opt.max_stream_retries = 3;
     service_ = std::make_unique<ServerService>(catalog_.get(), repo_.get(), &agents_, jobs_.get(),
-                                               Clock::Real(), opt);
+                                               Clock::Real(), opt, gc_grace_);
     grpc::ServerBuilder b;
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -138,6 +142,7 @@ class ServerTest : public ::testing::Test {
     return resp.backups_size();
   }
 
+  absl::Duration gc_grace_ = absl::Hours(1);
   TempDir dir_;
   FakeAgent agent_;
   std::unique_ptr<repo::Repository> repo_;
@@ -534,15 +539,7 @@ TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
   v1::Backup b;
   {
     grpc::ClientContext c;
-    expect(stub_->VerifyBackup(&c, v1::VerifyBackupRequest(), &j), "verify");
-  }
-  {
-    grpc::ClientContext c;
     expect(stub_->Prune(&c, v1::PruneRequest(), &j), "prune");
-  }
-  {
-    grpc::ClientContext c;
-    expect(stub_->CollectGarbage(&c, v1::CollectGarbageRequest(), &j), "garbage collection");
   }
   {
     grpc::ClientContext c;
@@ -558,6 +555,308 @@ TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
     v1::ApplyPoliciesResponse r;
     expect(stub_->ApplyPolicies(&c, v1::ApplyPoliciesRequest(), &r), "policies");
   }
+}
+
+// --- Verify and garbage collection ---
+
+class MaintenanceTest : public ServerTest {
+ protected:
+  v1::Job StartAndWait(const std::function<grpc::Status(grpc::ClientContext*, v1::Job*)>& call) {
+    v1::Job job;
+    grpc::ClientContext ctx;
+    grpc::Status s = call(&ctx, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) return job;
+    return *jobs_->Wait(job.id());
+  }
+  v1::Job Verify(const std::string& id) {
+    return StartAndWait([&](grpc::ClientContext* c, v1::Job* j) {
+      v1::VerifyBackupRequest req;
+      req.set_backup_id(id);
+      return stub_->VerifyBackup(c, req, j);
+    });
+  }
+  v1::Job Gc(bool dry_run) {
+    return StartAndWait([&](grpc::ClientContext* c, v1::Job* j) {
+      v1::CollectGarbageRequest req;
+      req.set_dry_run(dry_run);
+      return stub_->CollectGarbage(c, req, j);
+    });
+  }
+  repo::DeviceIndex IndexOf(const std::string& backup_id) {
+    auto dev = GetBackup(backup_id).devices(0);
+    auto index = repo_->ReadIndex(backup_id, 0, *DigestFromBytes(dev.index_sha256()));
+    EXPECT_TRUE(index.ok()) << index.status();
+    return index.ok() ? *index : repo::DeviceIndex{};
+  }
+  static void SetAge(const std::string& path, absl::Duration age) {
+    const int64_t t = absl::ToUnixSeconds(absl::Now() - age);
+    struct timespec ts[2] = {{t, 0}, {t, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), ts, 0), 0) << path;
+  }
+  void AgeAllChunkFiles(absl::Duration age) {
+    for (const auto& e : fs::recursive_directory_iterator(repo_->root() + "/chunks")) {
+      if (e.is_regular_file()) SetAge(e.path().string(), age);
+    }
+  }
+  size_t ChunkFileCount() {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(repo_->root() + "/chunks")) {
+      if (e.is_regular_file() && e.path().filename().string()[0] != '.') ++n;
+    }
+    return n;
+  }
+  // Stores a chunk no backup uses; returns its path.
+  std::string PutGarbage(uint32_t seed) {
+    std::string data = DeviceData(kChunk, seed);
+    Sha256Digest d = Sha256(data);
+    EXPECT_TRUE(repo_->chunks().Put(d, data.size(), repo::StoredEncoding::kRaw, data).ok());
+    return repo_->chunks().PathOf(d);
+  }
+};
+
+TEST_F(MaintenanceTest, VerifyOfAnIntactBackupSucceedsAndCountsEveryChunk) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+  const size_t distinct = [&] {
+    auto idx = IndexOf(b.backup_id());
+    std::set<Sha256Digest> s(idx.digests.begin(), idx.digests.end());
+    return s.size();
+  }();
+  v1::Job v = Verify(b.backup_id());
+  EXPECT_EQ(v.state(), v1::JOB_STATE_SUCCEEDED) << v.error();
+  EXPECT_EQ(v.kind(), v1::JOB_KIND_VERIFY);
+  EXPECT_EQ(v.backup_id(), b.backup_id());
+  EXPECT_EQ(v.progress().chunks_done(), distinct);
+  EXPECT_EQ(v.progress().bytes_done(), v.progress().bytes_total());
+  EXPECT_NE(v.summary().find(absl::StrCat("checked ", distinct, " distinct chunks")),
+            std::string::npos)
+      << v.summary();
+  EXPECT_NE(v.summary().find("0 bad"), std::string::npos) << v.summary();
+  // The summary is kept in the catalog once the job's final state is.
+  absl::StatusOr<v1::Job> stored;
+  for (int i = 0; i < 100; ++i) {
+    stored = catalog_->GetJob(v.id());
+    ASSERT_TRUE(stored.ok());
+    if (stored->state() == v1::JOB_STATE_SUCCEEDED) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(stored->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(stored->summary(), v.summary());
+}
+
+TEST_F(MaintenanceTest, VerifyNamesAFlippedChunkItsPlaceAndTheOtherBackupsUsingIt) {
+  v1::Job b1 = Backup();
+  ASSERT_EQ(b1.state(), v1::JOB_STATE_SUCCEEDED) << b1.error();
+  v1::Job b2 = Backup(/*force_full=*/true);  // same data: same chunks
+  ASSERT_EQ(b2.state(), v1::JOB_STATE_SUCCEEDED) << b2.error();
+  const Sha256Digest bad = IndexOf(b1.backup_id()).digests[40];
+  {
+    std::fstream f(repo_->chunks().PathOf(bad), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(200);
+    char c = static_cast<char>(f.get());
+    f.seekp(200);
+    f.put(static_cast<char>(c ^ 0x01));
+  }
+  v1::Job v = Verify(b1.backup_id());
+  EXPECT_EQ(v.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(v.error().find(DigestToHex(bad)), std::string::npos) << v.error();
+  EXPECT_NE(v.error().find("vda chunks 40)"), std::string::npos) << v.error();
+  EXPECT_NE(v.error().find("1 bad chunks of"), std::string::npos) << v.error();
+  EXPECT_NE(v.error().find(absl::StrCat("also used by backups ", b2.backup_id())),
+            std::string::npos)
+      << v.error();
+  EXPECT_NE(v.summary().find("1 bad"), std::string::npos) << v.summary();
+  // A restore touching the chunk fails loudly too.
+  v1::Job r = RestoreAndWait(b2.backup_id(), dir_.path() + "/r.img");
+  EXPECT_EQ(r.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(r.error().find(DigestToHex(bad)), std::string::npos) << r.error();
+  EXPECT_FALSE(fs::exists(dir_.path() + "/r.img"));
+}
+
+TEST_F(MaintenanceTest, VerifyReportsAMissingChunkAndATamperedManifest) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+  const Sha256Digest gone = IndexOf(b.backup_id()).digests[7];
+  fs::remove(repo_->chunks().PathOf(gone));
+  {
+    std::ofstream f(repo_->ManifestPath(b.backup_id()), std::ios::app);
+    f << " ";
+  }
+  v1::Job v = Verify(b.backup_id());
+  EXPECT_EQ(v.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(v.error().find("manifest does not match its catalog digest"), std::string::npos)
+      << v.error();
+  EXPECT_NE(v.error().find(DigestToHex(gone)), std::string::npos) << v.error();
+  EXPECT_NE(v.error().find("missing"), std::string::npos) << v.error();
+}
+
+TEST_F(MaintenanceTest, VerifyReportsATamperedIndex) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+  {
+    std::fstream f(repo_->IndexPath(b.backup_id(), 0),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(90);
+    f.put('\x42');
+  }
+  v1::Job v = Verify(b.backup_id());
+  EXPECT_EQ(v.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(v.error().find("does not match its catalog digest"), std::string::npos) << v.error();
+}
+
+TEST_F(MaintenanceTest, VerifyRequestValidation) {
+  v1::Job j;
+  v1::VerifyBackupRequest req;
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(stub_->VerifyBackup(&c, req, &j).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  req.set_backup_id("12x");
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(stub_->VerifyBackup(&c, req, &j).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  req.set_backup_id("999");
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(stub_->VerifyBackup(&c, req, &j).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_F(MaintenanceTest, GcRemovesOnlyOldUnreferencedFilesAndDryRunRemovesNothing) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+  const std::string old1 = PutGarbage(101);
+  const std::string old2 = PutGarbage(102);
+  AgeAllChunkFiles(absl::Hours(2));  // the backup's chunks too: referenced, kept
+  const std::string young = PutGarbage(103);
+  const std::string stale_tmp = repo_->root() + "/chunks/00/.tmp-stale";
+  const std::string fresh_tmp = repo_->root() + "/chunks/01/.tmp-fresh";
+  ASSERT_TRUE(WriteFileDurably(stale_tmp, "x").ok());
+  ASSERT_TRUE(WriteFileDurably(fresh_tmp, "y").ok());
+  SetAge(stale_tmp, absl::Hours(2));
+  const size_t before = ChunkFileCount();
+
+  v1::Job dry = Gc(/*dry_run=*/true);
+  ASSERT_EQ(dry.state(), v1::JOB_STATE_SUCCEEDED) << dry.error();
+  EXPECT_EQ(dry.kind(), v1::JOB_KIND_GC);
+  EXPECT_NE(dry.summary().find("would remove 2 chunks"), std::string::npos) << dry.summary();
+  EXPECT_EQ(ChunkFileCount(), before);
+  EXPECT_TRUE(fs::exists(old1));
+  EXPECT_TRUE(fs::exists(stale_tmp));
+
+  v1::Job gc = Gc(/*dry_run=*/false);
+  ASSERT_EQ(gc.state(), v1::JOB_STATE_SUCCEEDED) << gc.error();
+  EXPECT_NE(gc.summary().find("removed 2 chunks"), std::string::npos) << gc.summary();
+  EXPECT_NE(gc.summary().find("and 1 temporary files"), std::string::npos) << gc.summary();
+  EXPECT_NE(gc.summary().find("1 unreferenced but younger"), std::string::npos) << gc.summary();
+  EXPECT_EQ(gc.progress().chunks_done(), 2u);
+  EXPECT_FALSE(fs::exists(old1));
+  EXPECT_FALSE(fs::exists(old2));
+  EXPECT_FALSE(fs::exists(stale_tmp));
+  EXPECT_TRUE(fs::exists(young));
+  EXPECT_TRUE(fs::exists(fresh_tmp));
+  EXPECT_EQ(ChunkFileCount(), before - 2);
+  // The backup is whole.
+  v1::Job v = Verify(b.backup_id());
+  EXPECT_EQ(v.state(), v1::JOB_STATE_SUCCEEDED) << v.error();
+}
+
+TEST_F(MaintenanceTest, GcWithAnUnreadableIndexRemovesNothing) {
+  v1::Job b = Backup();
+  ASSERT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+  const std::string garbage = PutGarbage(104);
+  AgeAllChunkFiles(absl::Hours(2));
+  fs::remove(repo_->IndexPath(b.backup_id(), 0));
+  v1::Job gc = Gc(false);
+  EXPECT_EQ(gc.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(gc.error().find("nothing was removed"), std::string::npos) << gc.error();
+  EXPECT_TRUE(fs::exists(garbage));
+}
+
+// No grace period: only the pins of running backups protect their chunks.
+class GcNoGraceTest : public MaintenanceTest {
+ protected:
+  GcNoGraceTest() { gc_grace_ = absl::ZeroDuration(); }
+};
+
+TEST_F(GcNoGraceTest, GcBesideRunningBackupsNeverRemovesAChunkTheyNeed) {
+  v1::Job b1 = Backup();
+  ASSERT_EQ(b1.state(), v1::JOB_STATE_SUCCEEDED) << b1.error();
+  // Change a third of the chunks, then run an incremental slowly while
+  // collections run back to back; the full backup is forced once too, so
+  // both the base's reused chunks and fresh ones are in play.
+  for (int i = 0; i < 128; i += 3) agent_.Write("vda", i * kChunk + 10, std::string(20, 'q'));
+  const std::string changed = agent_.Data("vda");
+  agent_.SetChunkDelay(absl::Milliseconds(15));
+  uint64_t pinned_seen = 0;
+  for (bool full : {false, true}) {
+    v1::RunBackupRequest req;
+    req.set_chunk_size_bytes(kChunk);
+    req.set_force_full(full);
+    v1::Job job;
+    ASSERT_TRUE(StartBackup(req, &job).ok());
+    int gcs = 0;
+    while (true) {
+      auto live = jobs_->Get(job.id());
+      ASSERT_TRUE(live.ok());
+      if (live->state() != v1::JOB_STATE_RUNNING && live->state() != v1::JOB_STATE_PENDING) break;
+      v1::Job gc = Gc(false);
+      ASSERT_EQ(gc.state(), v1::JOB_STATE_SUCCEEDED) << gc.error();
+      const auto& s = gc.summary();
+      const std::string key = " unreferenced but younger than the grace period, ";
+      const size_t at = s.find(key);
+      ASSERT_NE(at, std::string::npos) << s;
+      pinned_seen += std::stoull(s.substr(at + key.size()));
+      ++gcs;
+    }
+    v1::Job done = *jobs_->Wait(job.id());
+    ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+    EXPECT_GT(gcs, 0);
+    v1::Job gc = Gc(false);  // after the commit: everything is referenced
+    ASSERT_EQ(gc.state(), v1::JOB_STATE_SUCCEEDED) << gc.error();
+    v1::Job v = Verify(done.backup_id());
+    EXPECT_EQ(v.state(), v1::JOB_STATE_SUCCEEDED) << v.error();
+    v1::Job r = RestoreAndWait(done.backup_id(), dir_.path() + (full ? "/f.img" : "/i.img"));
+    ASSERT_EQ(r.state(), v1::JOB_STATE_SUCCEEDED) << r.error();
+    EXPECT_TRUE(ReadFile(dir_.path() + (full ? "/f.img" : "/i.img")) == changed);
+  }
+  // The collections did meet chunks of uncommitted backups and kept them.
+  EXPECT_GT(pinned_seen, 0u);
+  // The first backup's replaced chunks are garbage now and went away.
+  v1::Job v1job = Verify(b1.backup_id());
+  EXPECT_EQ(v1job.state(), v1::JOB_STATE_SUCCEEDED) << v1job.error();
+}
+
+TEST(ChunkPinsTest, ASweepKeepsWhatWasPinnedBeforeOrDuringItEvenIfReleased) {
+  ChunkPins pins;
+  const Sha256Digest a = Sha256(std::string("a")), b = Sha256(std::string("b")),
+                     c = Sha256(std::string("c"));
+  int removed = 0;
+  auto remove = [&] { ++removed; };
+  {
+    auto h = ChunkPins::Hold(&pins);
+    h.Pin(a);
+    pins.BeginSweep();
+    h.Pin(b);
+  }  // released, but the sweep started while they were pinned
+  EXPECT_EQ(pins.pinned(), 0u);
+  EXPECT_FALSE(pins.RemoveUnlessPinned(a, remove));
+  EXPECT_FALSE(pins.RemoveUnlessPinned(b, remove));
+  EXPECT_TRUE(pins.RemoveUnlessPinned(c, remove));
+  EXPECT_EQ(removed, 1);
+  pins.EndSweep();
+  EXPECT_TRUE(pins.RemoveUnlessPinned(a, remove));
+  auto h = ChunkPins::Hold(nullptr);  // pins nothing, must not crash
+  h.Pin(a);
+}
+
+TEST(FormatIndexesTest, CollapsesRunsAndCaps) {
+  EXPECT_EQ(FormatIndexes({}), "");
+  EXPECT_EQ(FormatIndexes({3}), "3");
+  EXPECT_EQ(FormatIndexes({3, 7, 8, 9, 12}), "3, 7-9, 12");
+  EXPECT_EQ(FormatIndexes({1, 3, 5, 7}, 2), "1, 3, ...");
 }
 
 }  // namespace

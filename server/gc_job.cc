@@ -1,0 +1,124 @@
+#include "server/gc_job.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "common/durable_file.h"
+#include "common/status_util.h"
+
+namespace blkfleet::server {
+namespace {
+
+using DigestSet = std::unordered_set<Sha256Digest, Sha256DigestHash>;
+
+// A chunk write takes seconds at most; its temporary file is never that old.
+constexpr absl::Duration kMinTempAge = absl::Hours(1);
+
+absl::Status Mark(catalog::Catalog* catalog, repo::Repository* repo, JobContext& ctx,
+                  DigestSet* marked) {
+  catalog::PageRequest page{0, 100};
+  while (true) {
+    BLKFLEET_ASSIGN_OR_RETURN(std::vector<v1::Backup> backups, catalog->ListBackups("", page));
+    for (const auto& b : backups) {
+      if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
+      for (int i = 0; i < b.devices_size(); ++i) {
+        auto sha = DigestFromBytes(b.devices(i).index_sha256());
+        absl::StatusOr<repo::DeviceIndex> index =
+            sha ? repo->ReadIndex(b.id(), i, *sha)
+                : absl::DataLossError("the catalog holds no valid index digest");
+        if (!index.ok()) {
+          // Deleted (pruned) since the listing: it references nothing now.
+          if (absl::IsNotFound(catalog->GetBackup(b.id()).status())) break;
+          return absl::FailedPreconditionError(absl::StrCat(
+              "cannot tell which chunks backup ", b.id(), " uses, so nothing was removed: ",
+              index.status().message()));
+        }
+        marked->insert(index->digests.begin(), index->digests.end());
+      }
+    }
+    if (backups.size() < static_cast<size_t>(page.limit)) break;
+    // Offsets shift if a backup commits or is deleted meanwhile: a backup
+    // seen twice costs nothing; one missed would be fatal, and the only
+    // backups that can be missed are those committed during the listing,
+    // whose chunks are pinned (see ChunkPins).
+    page.offset += page.limit;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins* pins,
+                   Clock* clock, const GcOptions& options, JobContext& ctx, GcCounts* out) {
+  GcCounts counts;
+  // Before the mark: from here on every chunk a running backup pins is kept.
+  pins->BeginSweep();
+  struct EndSweep {
+    ChunkPins* pins;
+    ~EndSweep() { pins->EndSweep(); }
+  } end_sweep{pins};
+
+  ctx.SetPhase("mark");
+  DigestSet marked;
+  BLKFLEET_RETURN_IF_ERROR(Mark(catalog, repo, ctx, &marked));
+  counts.referenced = marked.size();
+
+  ctx.SetPhase(options.dry_run ? "sweep (dry run)" : "sweep");
+  const absl::Time now = clock->Now();
+  // Temporary files are not pinned: a Put in progress is protected by age
+  // alone, so they get at least kMinTempAge whatever the grace period.
+  const absl::Time chunk_cutoff = now - options.grace;
+  const absl::Time temp_cutoff = now - std::max(options.grace, kMinTempAge);
+  auto older_than = [](const std::string& path, absl::Time cutoff, struct stat* st) {
+    if (::lstat(path.c_str(), st) != 0) return false;  // gone meanwhile
+    return absl::TimeFromTimespec(st->st_mtim) < cutoff;
+  };
+  BLKFLEET_RETURN_IF_ERROR(repo->chunks().ListFiles([&](const repo::ChunkStore::FileEntry& e) {
+    if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
+    struct stat st;
+    if (!e.digest) {
+      if (!older_than(e.path, temp_cutoff, &st)) return absl::OkStatus();
+      if (!options.dry_run && ::unlink(e.path.c_str()) != 0 && errno != ENOENT) {
+        return ErrnoStatus(errno, absl::StrCat("remove ", e.path));
+      }
+      ++counts.temp_removed;
+      return absl::OkStatus();
+    }
+    ++counts.chunk_files;
+    if (marked.count(*e.digest) != 0) return absl::OkStatus();
+    if (!older_than(e.path, chunk_cutoff, &st)) {
+      ++counts.kept_young;
+      return absl::OkStatus();
+    }
+    int err = 0;
+    const bool removed = pins->RemoveUnlessPinned(*e.digest, [&] {
+      if (!options.dry_run && ::unlink(e.path.c_str()) != 0) err = errno;
+    });
+    if (!removed) {
+      ++counts.kept_pinned;
+      return absl::OkStatus();
+    }
+    if (err != 0 && err != ENOENT) return ErrnoStatus(err, absl::StrCat("remove ", e.path));
+    ++counts.removed;
+    counts.removed_bytes += static_cast<uint64_t>(st.st_size);
+    ctx.AddDone(static_cast<uint64_t>(st.st_size), 1);
+    return absl::OkStatus();
+  }));
+
+  ctx.SetSummary(absl::StrCat(
+      options.dry_run ? "would remove " : "removed ", counts.removed, " chunks (",
+      counts.removed_bytes, " bytes) and ", counts.temp_removed, " temporary files; kept ",
+      counts.chunk_files - counts.removed, " of ", counts.chunk_files, " chunk files (",
+      counts.referenced, " referenced digests, ", counts.kept_young,
+      " unreferenced but younger than the grace period, ", counts.kept_pinned,
+      " used by running backups)"));
+  if (out) *out = counts;
+  return absl::OkStatus();
+}
+
+}  // namespace blkfleet::server
