@@ -15,7 +15,9 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "agent/agent_service.h"
+#include "common/durable_file.h"
 #include "agent/flags.h"
+#include "agent/kernel_backend.h"
 #include "agent/sim_backend.h"
 #include "agent/sim_workload_service.h"
 
@@ -28,6 +30,7 @@ struct Flags {
   std::string backend = "sim";
   std::string sim_dir;
   std::vector<std::string> sim_devices;
+  std::vector<std::string> devices;
   std::string sim_oracle_dir;
   std::string diff_storage_dir;
   std::string diff_storage_limit = "1GiB";
@@ -35,6 +38,8 @@ struct Flags {
   bool insecure = false;
   int stream_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
 };
+
+constexpr char kDefaultKernelDiffDir[] = "/var/lib/blkfleet-agent/diff";
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "blkfleet-agent: %s\n", message.c_str());
@@ -65,19 +70,8 @@ int Run(const Flags& flags) {
         "TLS is not implemented yet; pass --insecure to serve plaintext gRPC "
         "(local experiments only: anyone who can reach the port controls the snapshots)");
   }
-  if (flags.backend != "sim") {
-    return Fail(absl::StrCat("--backend ", flags.backend,
-                             ": only the sim backend exists so far (the kernel backend comes "
-                             "with the blksnap module)"));
-  }
-  if (flags.sim_dir.empty()) return Fail("--backend sim needs --sim-dir");
-  SimOptions sim_options;
-  sim_options.dir = flags.sim_dir;
-  sim_options.oracle_dir = flags.sim_oracle_dir;
-  for (const std::string& text : flags.sim_devices) {
-    absl::StatusOr<SimDeviceSpec> spec = ParseSimDevice(text);
-    if (!spec.ok()) return Fail(std::string(spec.status().message()));
-    sim_options.devices.push_back(*spec);
+  if (flags.backend != "sim" && flags.backend != "kernel") {
+    return Fail(absl::StrCat("--backend ", flags.backend, ": give sim or kernel"));
   }
   absl::StatusOr<uint64_t> limit = ParseByteSize(flags.diff_storage_limit);
   if (!limit.ok() || *limit == 0) {
@@ -87,24 +81,62 @@ int Run(const Flags& flags) {
   if (flags.stream_threads < 1 || flags.stream_threads > 64) {
     return Fail("--stream-threads: give 1 .. 64");
   }
-  absl::StatusOr<std::unique_ptr<SimBackend>> sim = SimBackend::Open(sim_options);
-  if (!sim.ok()) return Fail(std::string(sim.status().message()));
+
+  std::unique_ptr<Backend> backend;
+  SimBackend* sim = nullptr;  // set with --backend sim: its workload service
+  std::string diff_dir = flags.diff_storage_dir;
+  if (flags.backend == "sim") {
+    if (flags.sim_dir.empty()) return Fail("--backend sim needs --sim-dir");
+    if (!flags.devices.empty()) return Fail("--device is for --backend kernel");
+    SimOptions sim_options;
+    sim_options.dir = flags.sim_dir;
+    sim_options.oracle_dir = flags.sim_oracle_dir;
+    for (const std::string& text : flags.sim_devices) {
+      absl::StatusOr<SimDeviceSpec> spec = ParseSimDevice(text);
+      if (!spec.ok()) return Fail(std::string(spec.status().message()));
+      sim_options.devices.push_back(*spec);
+    }
+    absl::StatusOr<std::unique_ptr<SimBackend>> opened = SimBackend::Open(sim_options);
+    if (!opened.ok()) return Fail(std::string(opened.status().message()));
+    sim = opened->get();
+    backend = std::move(opened).value();
+    if (diff_dir.empty()) diff_dir = flags.sim_dir + "/diff";
+  } else {
+    if (!flags.sim_dir.empty() || !flags.sim_devices.empty() || !flags.sim_oracle_dir.empty()) {
+      return Fail("--sim-* options are for --backend sim");
+    }
+    if (flags.devices.empty()) {
+      return Fail("--backend kernel needs --device (the block devices to expose, repeatable)");
+    }
+    KernelBackendOptions kernel_options;
+    kernel_options.devices = flags.devices;
+    absl::StatusOr<std::unique_ptr<KernelBackend>> opened = KernelBackend::Open(kernel_options);
+    if (!opened.ok()) return Fail(std::string(opened.status().message()));
+    backend = std::move(opened).value();
+    if (diff_dir.empty()) diff_dir = kDefaultKernelDiffDir;
+  }
+  // The default difference storage folder is made here, so that the first
+  // CreateSnapshot does not fail on a missing folder.
+  if (absl::Status made = MakeDirectories(diff_dir); !made.ok()) {
+    return Fail(absl::StrCat("--diff-storage-dir ", diff_dir, ": ", made.message()));
+  }
 
   AgentServiceOptions options;
   options.hostname = flags.hostname.empty() ? SystemHostname() : flags.hostname;
   options.agent_version = BLKFLEET_VERSION;
-  options.default_diff_storage_path = flags.diff_storage_dir;
+  options.default_diff_storage_path = diff_dir;
   options.default_diff_storage_limit_bytes = *limit;
   options.stream_threads = flags.stream_threads;
-  AgentService service(sim->get(), options);
-  SimWorkloadService workload(sim->get());
+  AgentService service(backend.get(), options);
+  std::unique_ptr<SimWorkloadService> workload;
+  if (sim != nullptr) workload = std::make_unique<SimWorkloadService>(sim);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
-  builder.RegisterService(&workload);
+  if (workload != nullptr) builder.RegisterService(workload.get());
   // A whole chunk travels in one message: up to 64 MiB plus framing, and a
   // batch of known digests may be large too. Raised on purpose from gRPC's
   // 4 MiB receive default (docs/agent.md).
@@ -153,8 +185,11 @@ int main(int argc, char** argv) {
   app.add_option("--listen", flags.listen, "host:port to serve gRPC on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--port-file", flags.port_file, "write the bound port to this file");
-  app.add_option("--backend", flags.backend, "snapshot backend: sim (kernel: later)")
+  app.add_option("--backend", flags.backend, "snapshot backend: sim or kernel (the blksnap module)")
       ->capture_default_str();
+  app.add_option("--device", flags.devices,
+                 "kernel: a block device the agent exposes, e.g. /dev/vdb (repeatable; "
+                 "nothing else can be snapshot)");
   app.add_option("--sim-dir", flags.sim_dir, "sim: folder of the simulated device files");
   app.add_option("--sim-device", flags.sim_devices,
                  "sim: NAME=SIZE, e.g. vda=64MiB (repeatable); made zeroed if missing, "
@@ -162,7 +197,8 @@ int main(int argc, char** argv) {
   app.add_option("--sim-oracle-dir", flags.sim_oracle_dir,
                  "sim: write each device's content at every take here (tests)");
   app.add_option("--diff-storage-dir", flags.diff_storage_dir,
-                 "default difference storage folder of snapshots");
+                 "default difference storage folder of snapshots (made if missing; default: "
+                 "<sim-dir>/diff for sim, /var/lib/blkfleet-agent/diff for kernel)");
   app.add_option("--diff-storage-limit", flags.diff_storage_limit,
                  "default difference storage limit")
       ->capture_default_str();
