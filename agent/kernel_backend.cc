@@ -428,11 +428,13 @@ absl::Status KernelBackend::Detach(const std::string& device) {
       }
     }
   }
+  // SNAPSHOTINFO answers (image name empty before the take) only while the
+  // device is in a snapshot.
   blksnap_snapshotinfo si{};
-  if (FilterCtl(*d, blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si), "SNAPSHOTINFO").ok() &&
-      si.image[0] != '\0') {
-    return absl::FailedPreconditionError(absl::StrCat(
-        device, " is in a snapshot of another process (image ", ImageNameOf(si), ")"));
+  if (BlksnapCtl(d->fd.get(), blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(device, " is in a snapshot of another process",
+                     si.image[0] != '\0' ? absl::StrCat(" (image ", ImageNameOf(si), ")") : ""));
   }
   blkfilter_detach det{};
   std::memcpy(det.name, BLKSNAP_FILTER_NAME, sizeof(BLKSNAP_FILTER_NAME));
@@ -594,8 +596,16 @@ absl::Status KernelBackend::DestroySnapshot(const Uuid& snapshot) {
     s->shared->destroyed.store(true);
     s->shared->stop.store(true);
     // Outside mu_: the event thread may be delivering into a handler that
-    // calls back into the backend.
-    if (s->waiter.joinable()) s->waiter.join();
+    // calls back into the backend. A handler that destroys its own
+    // snapshot runs on that thread: it ends by itself once the handler
+    // returns (stop is set), so it is let go instead of joined.
+    if (s->waiter.joinable()) {
+      if (s->waiter.get_id() == std::this_thread::get_id()) {
+        s->waiter.detach();
+      } else {
+        s->waiter.join();
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -49,8 +50,13 @@ class KernelTarget final : public ConformanceTarget {
     auto backend = agent::KernelBackend::Open(o);
     if (!backend.ok()) return backend.status();
     target->backend_ = std::move(backend).value();
+    // A failed earlier case may have left snapshots and filters behind.
+    auto leftovers = target->backend_->ListSnapshots();
+    if (!leftovers.ok()) return leftovers.status();
+    for (const Uuid& id : *leftovers) {
+      if (absl::Status st = target->backend_->DestroySnapshot(id); !st.ok()) return st;
+    }
     for (const std::string& d : target->devices_) {
-      // A failed earlier case may have left the filter on.
       absl::Status st = target->backend_->Detach(d);
       if (!st.ok() && !absl::IsNotFound(st)) return st;
       UniqueFd fd(::open(d.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
@@ -95,6 +101,70 @@ std::vector<TargetFactory> KernelFactories() {
 INSTANTIATE_TEST_SUITE_P(Kernel, BackendConformance, ::testing::ValuesIn(KernelFactories()),
                          TargetFactoryName);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(BackendConformance);
+
+// Kernel-backend checks beyond the shared contract, run in the VM with the
+// suite: they need the module.
+class KernelOnly : public ::testing::TestWithParam<int> {};
+
+std::vector<int> KernelOnlyInstances() {
+  if (Env("BLKFLEET_CONFORMANCE_BACKEND") != "kernel") return {};
+  return {0};
+}
+
+// The patched kernel lets a filter go while its device is in a snapshot;
+// the backend must refuse, also when the snapshot belongs to another
+// process (here: another backend instance, which shares nothing in memory).
+TEST_P(KernelOnly, DetachIsRefusedWhileAnotherProcessHoldsTheDeviceInASnapshot) {
+  auto owner_target = KernelTarget::Make();
+  ASSERT_TRUE(owner_target.ok()) << owner_target.status();
+  auto other_target = KernelTarget::Make();
+  ASSERT_TRUE(other_target.ok()) << other_target.status();
+  agent::Backend& owner = (*owner_target)->backend();
+  agent::Backend& other = (*other_target)->backend();
+  const std::string dev = (*owner_target)->devices().at(0);
+
+  ASSERT_TRUE(owner.Attach(dev).ok());
+  auto id = owner.CreateSnapshot({(*owner_target)->diff_storage_dir(), 64 << 20});
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(owner.AddDevice(*id, dev).ok());
+  EXPECT_EQ(other.Detach(dev).code(), absl::StatusCode::kFailedPrecondition)
+      << "detached a device added to a snapshot that is not taken yet";
+  ASSERT_TRUE(owner.TakeSnapshot(*id).ok());
+  absl::Status st = other.Detach(dev);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("blksnap-"), std::string::npos) << "names the image: " << st;
+  ASSERT_TRUE(owner.GetCbtInfo(dev).ok()) << "the filter went away";
+  // The other instance sees the snapshot and may destroy it; then the
+  // detach is allowed.
+  auto ids = other.ListSnapshots();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, std::vector<Uuid>{*id});
+  ASSERT_TRUE(other.DestroySnapshot(*id).ok());
+  EXPECT_TRUE(other.Detach(dev).ok());
+  EXPECT_EQ(owner.GetCbtInfo(dev).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Messages name the ioctl and the device.
+TEST_P(KernelOnly, ErrorsNameTheIoctlAndTheDevice) {
+  auto target = KernelTarget::Make();
+  ASSERT_TRUE(target.ok()) << target.status();
+  agent::Backend& b = (*target)->backend();
+  const std::string dev = (*target)->devices().at(1);
+  ASSERT_TRUE(b.Attach(dev).ok());
+  absl::Status st = b.Attach(dev);
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(st.message().find("BLKFILTER_ATTACH on " + dev), std::string::npos) << st;
+  ASSERT_TRUE(b.Detach(dev).ok());
+  st = b.GetCbtInfo(dev).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("CBTINFO on " + dev), std::string::npos) << st;
+  st = b.CreateSnapshot({"/nonexistent-diff-dir", 1 << 20}).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  EXPECT_EQ(b.ListSnapshots()->size(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernel, KernelOnly, ::testing::ValuesIn(KernelOnlyInstances()));
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(KernelOnly);
 
 // Kernel-free checks of the backend's pieces.
 
