@@ -109,12 +109,10 @@ static void tracker_detach(struct blkfilter *flt)
 	tracker_put(tracker);
 }
 
-#ifndef BLKSNAP_NATIVE_FILTER
 static int tracker_may_detach(struct blkfilter *flt)
 {
 	return snapshot_tracker_busy(to_tracker(flt)) ? -EBUSY : 0;
 }
-#endif
 
 static int ctl_cbtinfo(struct tracker *tracker, __u8 __user *buf, __u32 *plen)
 {
@@ -245,9 +243,7 @@ static struct blkfilter_operations tracker_ops = {
 	.detach = tracker_detach,
 	.ctl = tracker_ctl,
 	.submit_bio = tracker_submit_bio,
-#ifndef BLKSNAP_NATIVE_FILTER
 	.may_detach = tracker_may_detach,
-#endif
 };
 
 int tracker_init(void)
