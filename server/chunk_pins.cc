@@ -15,6 +15,14 @@ uint64_t ChunkPins::NewHolder() {
 
 void ChunkPins::Pin(uint64_t holder, std::span<const Sha256Digest> ds) {
   absl::MutexLock l(&mu_);
+  auto settled = [this, ds]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (removing_.empty()) return true;
+    for (const auto& d : ds) {
+      if (removing_.count(d) != 0) return false;
+    }
+    return true;
+  };
+  mu_.Await(absl::Condition(&settled));
   DigestSet& set = held_[holder];
   for (const auto& d : ds) {
     set.insert(d);
@@ -41,13 +49,18 @@ void ChunkPins::EndSweep() {
 }
 
 bool ChunkPins::RemoveUnlessPinned(const Sha256Digest& d, const std::function<void()>& remove) {
-  absl::MutexLock l(&mu_);
-  if (seen_in_sweep_.count(d) != 0) return false;
-  // Outside a sweep (not how the collector calls it), the live pins decide.
-  for (const auto& [id, set] : held_) {
-    if (set.count(d) != 0) return false;
+  {
+    absl::MutexLock l(&mu_);
+    if (seen_in_sweep_.count(d) != 0 || removing_.count(d) != 0) return false;
+    // Outside a sweep (not how the collector calls it), the live pins decide.
+    for (const auto& [id, set] : held_) {
+      if (set.count(d) != 0) return false;
+    }
+    removing_.insert(d);
   }
   remove();
+  absl::MutexLock l(&mu_);
+  removing_.erase(d);
   return true;
 }
 

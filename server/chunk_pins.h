@@ -24,9 +24,9 @@ namespace blkfleet::server {
 // the collector reads the catalog; from then on every digest pinned (then or
 // later, even if released in between) is kept until EndSweep(). The
 // collector removes a file only through RemoveUnlessPinned(), which holds the
-// lock across the check and the removal: a Pin() either comes first (the file
-// stays) or after (the file is gone, so the backup sees it missing and writes
-// it again). Thread-safe.
+// removal ordered with Pin(): a Pin() either comes first (the file stays) or
+// waits for the removal to finish (the file is gone, so the backup sees it
+// missing and writes it again). Thread-safe.
 class ChunkPins {
  public:
   // One job's pins; released by the destructor.
@@ -58,7 +58,8 @@ class ChunkPins {
   void BeginSweep();
   void EndSweep();
   // Runs `remove` unless `d` is pinned now or was since BeginSweep. Returns
-  // whether it ran `remove`.
+  // whether it ran `remove`. `remove` runs outside the lock (removals run in
+  // parallel); a Pin() of `d` meanwhile waits until it returned.
   bool RemoveUnlessPinned(const Sha256Digest& d, const std::function<void()>& remove);
   // Digests pinned now (tests, metrics).
   size_t pinned() const;
@@ -74,6 +75,7 @@ class ChunkPins {
   std::map<uint64_t, DigestSet> held_ ABSL_GUARDED_BY(mu_);
   bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
   DigestSet seen_in_sweep_ ABSL_GUARDED_BY(mu_);
+  DigestSet removing_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace blkfleet::server

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
 #include <cerrno>
 #include <unordered_set>
 
@@ -18,6 +21,7 @@ using DigestSet = std::unordered_set<Sha256Digest, Sha256DigestHash>;
 
 // A chunk write takes seconds at most; its temporary file is never that old.
 constexpr absl::Duration kMinTempAge = absl::Hours(1);
+constexpr int kRemovalThreads = 8;
 
 absl::Status Mark(catalog::Catalog* catalog, repo::Repository* repo, JobContext& ctx,
                   DigestSet* marked) {
@@ -78,6 +82,12 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
     if (::lstat(path.c_str(), st) != 0) return false;  // gone meanwhile
     return absl::TimeFromTimespec(st->st_mtim) < cutoff;
   };
+  struct Candidate {
+    Sha256Digest digest;
+    std::string path;
+    uint64_t size_bytes;
+  };
+  std::vector<Candidate> candidates;
   BLKFLEET_RETURN_IF_ERROR(repo->chunks().ListFiles([&](const repo::ChunkStore::FileEntry& e) {
     if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
     struct stat st;
@@ -95,20 +105,42 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
       ++counts.kept_young;
       return absl::OkStatus();
     }
-    int err = 0;
-    const bool removed = pins->RemoveUnlessPinned(*e.digest, [&] {
-      if (!options.dry_run && ::unlink(e.path.c_str()) != 0) err = errno;
-    });
-    if (!removed) {
-      ++counts.kept_pinned;
-      return absl::OkStatus();
-    }
-    if (err != 0 && err != ENOENT) return ErrnoStatus(err, absl::StrCat("remove ", e.path));
-    ++counts.removed;
-    counts.removed_bytes += static_cast<uint64_t>(st.st_size);
-    ctx.AddDone(static_cast<uint64_t>(st.st_size), 1);
+    candidates.push_back({*e.digest, e.path, static_cast<uint64_t>(st.st_size)});
     return absl::OkStatus();
   }));
+
+  // Removal is bound by the filesystem's metadata latency, not the CPU:
+  // several removals in flight overlap it.
+  std::atomic<size_t> next{0};
+  absl::Mutex mu;
+  absl::Status first_error;
+  auto remove_some = [&] {
+    while (!ctx.cancelled()) {
+      const size_t i = next.fetch_add(1);
+      if (i >= candidates.size()) return;
+      const Candidate& c = candidates[i];
+      int err = 0;
+      const bool removed = pins->RemoveUnlessPinned(c.digest, [&] {
+        if (!options.dry_run && ::unlink(c.path.c_str()) != 0) err = errno;
+      });
+      absl::MutexLock l(&mu);
+      if (!removed) {
+        ++counts.kept_pinned;
+      } else if (err != 0 && err != ENOENT) {
+        if (first_error.ok()) first_error = ErrnoStatus(err, absl::StrCat("remove ", c.path));
+      } else {
+        ++counts.removed;
+        counts.removed_bytes += c.size_bytes;
+        ctx.AddDone(c.size_bytes, 1);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < kRemovalThreads; ++t) threads.emplace_back(remove_some);
+  remove_some();
+  for (auto& t : threads) t.join();
+  if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
+  BLKFLEET_RETURN_IF_ERROR(first_error);
 
   ctx.SetSummary(absl::StrCat(
       options.dry_run ? "would remove " : "removed ", counts.removed, " chunks (",
