@@ -104,7 +104,28 @@ class FakeServer final : public v1::Server::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status VerifyBackup(grpc::ServerContext*, const v1::VerifyBackupRequest* req,
+                            v1::Job* resp) override {
+    absl::MutexLock l(&mu_);
+    last_verify_ = *req;
+    if (req->backup_id() == "404") return {grpc::StatusCode::NOT_FOUND, "backup 404 not found"};
+    resp->set_id("9");
+    resp->set_kind(v1::JOB_KIND_VERIFY);
+    resp->set_host("alpha");
+    return grpc::Status::OK;
+  }
+  grpc::Status CollectGarbage(grpc::ServerContext*, const v1::CollectGarbageRequest* req,
+                              v1::Job* resp) override {
+    absl::MutexLock l(&mu_);
+    last_gc_ = *req;
+    resp->set_id("10");
+    resp->set_kind(v1::JOB_KIND_GC);
+    return grpc::Status::OK;
+  }
+
   absl::Mutex mu_;
+  v1::VerifyBackupRequest last_verify_;
+  v1::CollectGarbageRequest last_gc_;
   v1::CreateHostRequest last_create_;
   v1::RunBackupRequest last_backup_;
   v1::ListBackupsRequest last_list_backups_;
@@ -215,6 +236,26 @@ TEST_F(CliTest, RestoreSendsTargetAndOverwrite) {
   EXPECT_EQ(fake_.last_restore_.file_path(), "/srv/x.img");
   EXPECT_EQ(fake_.last_restore_.device(), "/dev/vda");
   EXPECT_TRUE(fake_.last_restore_.overwrite());
+}
+
+TEST_F(CliTest, BackupVerifySendsTheIdAndReportsTheJob) {
+  ASSERT_EQ(Run({"backup", "verify", "12"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("job 9 started (verify of host alpha)"), std::string::npos)
+      << out_.str();
+  {
+    absl::MutexLock l(&fake_.mu_);
+    EXPECT_EQ(fake_.last_verify_.backup_id(), "12");
+  }
+  EXPECT_EQ(Run({"backup", "verify", "404"}), 1);
+  EXPECT_NE(err_.str().find("backup 404 not found"), std::string::npos) << err_.str();
+  EXPECT_NE(Run({"backup", "verify"}), 0);  // the id is required
+}
+
+TEST_F(CliTest, GcSendsDryRunAndNamesNoHost) {
+  ASSERT_EQ(Run({"gc", "--dry-run"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("job 10 started (gc)"), std::string::npos) << out_.str();
+  absl::MutexLock l(&fake_.mu_);
+  EXPECT_TRUE(fake_.last_gc_.dry_run());
 }
 
 TEST_F(CliTest, UnreachableServerIsAClearError) {
