@@ -6,7 +6,9 @@
 #   tests/run.sh unit            unit tests (C++, under ASan+UBSan)
 #   tests/run.sh conformance     backend conformance suite (sim backend)
 #   tests/run.sh integration     real processes over loopback gRPC
-#   tests/run.sh kmod            the blksnap module in QEMU (stock and patched kernels)
+#   tests/run.sh kmod            the blksnap module in QEMU: Debian's stock kernel, a kernel
+#                                with kmod/patches (built, ~5 min), the filter patch tests,
+#                                and the conformance suite on the kernel backend in the VM
 #   tests/run.sh bench           the benchmarks (tests/bench/run.sh)
 set -euo pipefail
 
@@ -95,6 +97,14 @@ for part in "${parts[@]}"; do
     kmod)
       bash deploy/setup.sh kmod
       run_counted "kmod-stock" kmod/tests/run
+      # The same suite on a kernel built with the block-filter patch series,
+      # then the filter mechanism's own tests.
+      run_counted "kmod-patched" kmod/tests/run --patched
+      run_counted "kmod-filter" kmod/tests/patch/run
+      # The agent's kernel backend held to the backend conformance suite on
+      # real virtio disks, on both kernels.
+      run_counted "conformance-vm-stock" tests/conformance/vm/run
+      run_counted "conformance-vm-patched" tests/conformance/vm/run --patched
       ;;
     bench)
       BLKFLEET_TEST_PRESET=release
