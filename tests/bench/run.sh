@@ -16,7 +16,7 @@ size_bytes=$((size_mib << 20))
 bash "$root/deploy/setup.sh" build >&2
 cmake --preset release -S "$root" >/dev/null
 cmake --build "$root/build/release" -j "$(nproc)" \
-  --target blkfleet-agent blkfleet-server blkfleet blkfleet-simload >&2
+  --target blkfleet-agent blkfleet-server blkfleet blkfleet-simload blkfleet-repo-bench >&2
 bin="$root/build/release"
 cli="$bin/client/blkfleet"
 load="$bin/tests/tools/blkfleet-simload"
@@ -101,3 +101,7 @@ figure incremental_1pct_s "$incr_s" s
 figure incremental_1pct_vs_full_time "$(calc "$incr_s / $full_s")" ratio
 figure restore_mb_s "$restore_mb_s" MB/s
 figure restore_vs_full_backup "$(calc "$restore_mb_s / $full_mb_s")" ratio
+
+# Repository maintenance: checksum speed and garbage collection over 100,000
+# chunk files (half of them unreferenced).
+"$bin/server/blkfleet-repo-bench" "$work/gc" 100000 | awk '{ print $1, $2, $3 }'
