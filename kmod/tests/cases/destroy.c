@@ -42,8 +42,13 @@ static void *reader(void *p)
 	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
 		uint64_t len = 1 + rnd_below(&rnd, 64);
 		uint64_t first = rnd_below(&rnd, nsect - len + 1);
-		int after = __atomic_load_n(&destroyed, __ATOMIC_ACQUIRE);
 		ssize_t n = pread(fd, buf, len * SECTOR, first * SECTOR);
+		/*
+		 * Read the flag once the read has returned: a destroy that
+		 * began while the read was in flight may fail it, and that
+		 * counts as after the destroy.
+		 */
+		int after = __atomic_load_n(&destroyed, __ATOMIC_ACQUIRE);
 
 		if (n < 0) {
 			r->last_errno = errno;

@@ -197,7 +197,7 @@ bf_boot() {
 	local log=$1 results=$2 secs=$3 args=$4 rc=0
 	timeout -k 10 "$secs" qemu-system-x86_64 -accel tcg,thread=multi -m 1024 -smp 2 \
 		-nographic -no-reboot -kernel "$KERNEL" -initrd "$WORK/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 oops=panic rdinit=/init $args" \
+		-append "console=ttyS0 panic=-1 oops=panic no_timer_check rdinit=/init $args" \
 		-serial mon:stdio -serial "file:$results" "${BF_DISK_ARGS[@]}" \
 		</dev/null >>"$log" 2>&1 || rc=$?
 	return "$rc"
