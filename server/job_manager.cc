@@ -108,6 +108,13 @@ class JobManager::Live final : public JobContext {
     mu_.Unlock();
   }
 
+  // Waits until the job ends or `timeout` elapses.
+  void WaitEndedFor(absl::Duration timeout) {
+    auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return Ended(job_.state()); };
+    mu_.LockWhenWithTimeout(absl::Condition(&ended), timeout);
+    mu_.Unlock();
+  }
+
  private:
   template <typename F>
   void Mutate(F f, bool persist_now) {
@@ -253,8 +260,10 @@ absl::Status JobManager::Watch(const std::string& id, absl::Duration min_interva
       if (v == seen && !on_state(job)) return absl::OkStatus();
     }
     if (!Ended(job.state())) {
+      // Progress goes out at most every min_interval, but the final state
+      // goes out as soon as the job ends.
       absl::Duration since = absl::Now() - last_sent;
-      if (since < min_interval) absl::SleepFor(min_interval - since);
+      if (since < min_interval) live->WaitEndedFor(min_interval - since);
     }
     job = live->Snapshot(&seen);
   }
