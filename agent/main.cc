@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent_service.h"
 #include "common/durable_file.h"
+#include "common/tls.h"
 #include "agent/flags.h"
 #include "agent/kernel_backend.h"
 #include "agent/sim_backend.h"
@@ -36,6 +37,8 @@ struct Flags {
   std::string diff_storage_limit = "1GiB";
   std::string hostname;
   bool insecure = false;
+  tls::TlsFiles tls_files;
+  std::vector<std::string> allowed_servers;
   int stream_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
 };
 
@@ -65,10 +68,33 @@ bool WritePortFile(const std::string& path, int port) {
 }
 
 int Run(const Flags& flags) {
-  if (!flags.insecure) {
-    return Fail(
-        "TLS is not implemented yet; pass --insecure to serve plaintext gRPC "
-        "(local experiments only: anyone who can reach the port controls the snapshots)");
+  // Mutual TLS unless --insecure: only the servers named in
+  // --allowed-server may call (docs/security.md).
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  const bool any_tls = !flags.tls_files.ca.empty() || !flags.tls_files.cert.empty() ||
+                       !flags.tls_files.key.empty() || !flags.allowed_servers.empty();
+  if (flags.insecure) {
+    if (any_tls) return Fail("--insecure and --tls-*/--allowed-server exclude each other");
+  } else {
+    if (!any_tls) {
+      return Fail(
+          "give --tls-ca, --tls-cert, --tls-key and --allowed-server (mutual TLS; see "
+          "docs/security.md), or --insecure to serve plaintext gRPC (local experiments only: "
+          "anyone who can reach the port controls the snapshots)");
+    }
+    absl::StatusOr<tls::TlsMaterial> material = tls::LoadTlsMaterial(flags.tls_files);
+    if (!material.ok()) return Fail(std::string(material.status().message()));
+    if (material->identity.kind != tls::Kind::kAgent) {
+      return Fail(absl::StrCat("--tls-cert ", flags.tls_files.cert, " is the certificate of ",
+                               material->identity.Describe(),
+                               ": the agent needs one issued with --kind agent"));
+    }
+    if (flags.allowed_servers.empty()) {
+      return Fail("--allowed-server is required with TLS: the name(s) of the server "
+                  "certificates that may call this agent");
+    }
+    creds = tls::MutualTlsServerCredentials(
+        *material, std::make_shared<tls::AllowedServersProcessor>(flags.allowed_servers));
   }
   if (flags.backend != "sim" && flags.backend != "kernel") {
     return Fail(absl::StrCat("--backend ", flags.backend, ": give sim or kernel"));
@@ -134,7 +160,7 @@ int Run(const Flags& flags) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(flags.listen, creds, &port);
   builder.RegisterService(&service);
   if (workload != nullptr) builder.RegisterService(workload.get());
   // A whole chunk travels in one message: up to 64 MiB plus framing, and a
@@ -207,7 +233,13 @@ int main(int argc, char** argv) {
                  "threads reading, hashing and compressing image chunks")
       ->capture_default_str();
   app.add_flag("--insecure", flags.insecure,
-               "serve plaintext gRPC (required until TLS is implemented)");
+               "serve plaintext gRPC, no authentication (local experiments only)");
+  app.add_option("--tls-ca", flags.tls_files.ca, "CA certificate (PEM) the server must chain to");
+  app.add_option("--tls-cert", flags.tls_files.cert,
+                 "this agent's certificate (PEM, `blkfleet pki issue --kind agent`)");
+  app.add_option("--tls-key", flags.tls_files.key, "this agent's private key (PEM)");
+  app.add_option("--allowed-server", flags.allowed_servers,
+                 "name of a server certificate allowed to call this agent (repeatable)");
   CLI11_PARSE(app, argc, argv);
   return blkfleet::agent::Run(flags);
 }

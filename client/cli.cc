@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "blkfleet/server/v1/server.grpc.pb.h"
 #include "client/format.h"
+#include "client/pki.h"
+#include "common/tls.h"
 
 namespace blkfleet::cli {
 namespace {
@@ -38,6 +40,11 @@ std::string CodeName(grpc::StatusCode c) {
   }
 }
 
+// Thrown from stub() when the TLS files cannot be used; Run prints it.
+struct ConnectError {
+  std::string message;
+};
+
 class Cli {
  public:
   explicit Cli(CliIo io) : io_(io) {}
@@ -49,10 +56,22 @@ class Cli {
     if (!stub_) {
       grpc::ChannelArguments ca;
       ca.SetMaxReceiveMessageSize(kMaxMessageBytes);
-      stub_ = v1::Server::NewStub(
-          grpc::CreateCustomChannel(server_, grpc::InsecureChannelCredentials(), ca));
+      stub_ = v1::Server::NewStub(grpc::CreateCustomChannel(server_, Credentials(), ca));
     }
     return *stub_;
+  }
+  // Mutual TLS with the operator's certificate, or plaintext with --insecure.
+  std::shared_ptr<grpc::ChannelCredentials> Credentials() {
+    if (insecure_) return grpc::InsecureChannelCredentials();
+    if (tls_.ca.empty() && tls_.cert.empty() && tls_.key.empty()) {
+      throw ConnectError{
+          "give --tls-ca, --tls-cert and --tls-key (or $BLKFLEET_TLS_CA, $BLKFLEET_TLS_CERT, "
+          "$BLKFLEET_TLS_KEY): an operator certificate from `blkfleet pki issue --kind "
+          "operator`; or --insecure for a server serving plaintext"};
+    }
+    absl::StatusOr<tls::TlsMaterial> m = tls::LoadTlsMaterial(tls_);
+    if (!m.ok()) throw ConnectError{std::string(m.status().message())};
+    return tls::MutualTlsChannelCredentials(*m);
   }
   void Deadline(grpc::ClientContext* ctx) {
     ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
@@ -84,6 +103,8 @@ class Cli {
   CliIo io_;
   std::string server_;
   bool json_ = false;
+  bool insecure_ = false;
+  tls::TlsFiles tls_;
   std::unique_ptr<v1::Server::Stub> stub_;
 
   // Arguments of the subcommands.
@@ -319,8 +340,19 @@ int Cli::Run(const std::vector<std::string>& args) {
   server_ = env && *env ? env : "127.0.0.1:7480";
   app.add_option("--server", server_, "server address (default: $BLKFLEET_SERVER or 127.0.0.1:7480)");
   app.add_flag("--json", json_, "print machine-readable JSON");
+  auto env_or = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  tls_ = {env_or("BLKFLEET_TLS_CA"), env_or("BLKFLEET_TLS_CERT"), env_or("BLKFLEET_TLS_KEY")};
+  app.add_flag("--insecure", insecure_, "plaintext gRPC to a server run with --insecure");
+  app.add_option("--tls-ca", tls_.ca, "CA certificate (PEM) (default: $BLKFLEET_TLS_CA)");
+  app.add_option("--tls-cert", tls_.cert,
+                 "operator certificate (PEM) (default: $BLKFLEET_TLS_CERT)");
+  app.add_option("--tls-key", tls_.key, "operator private key (PEM) (default: $BLKFLEET_TLS_KEY)");
 
   int rc = 0;
+  pki::AddPkiCommands(app, io_.out, io_.err, &rc);
   auto* host = app.add_subcommand("host", "manage the hosts the server backs up");
   host->require_subcommand(1);
   auto* host_add = host->add_subcommand("add", "register a host and its agent");
@@ -386,6 +418,9 @@ int Cli::Run(const std::vector<std::string>& args) {
     app.parse(reversed);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, io_.out, io_.err);
+  } catch (const ConnectError& e) {
+    io_.err << "blkfleet: " << e.message << "\n";
+    return kFail;
   }
   return rc;
 }

@@ -71,9 +71,9 @@ seed=1
 for h in "${hosts[@]}"; do
   "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed++)) fill --size $((size_mib << 20))
   "$load_bin" --agent "${agent_addr[$h]}" --device vdb --seed $((seed++)) fill --size $((64 << 20))
-  "$cli_bin" host add "$h" --agent "${agent_addr[$h]}" --device vda --device vdb
+  "$cli_bin" --insecure host add "$h" --agent "${agent_addr[$h]}" --device vda --device vdb
 done
-"$cli_bin" host list
+"$cli_bin" --insecure host list
 
 # A workload that keeps writing while the backups run.
 workload() {
@@ -86,7 +86,7 @@ workload() {
 
 say "full backups while a workload writes"
 for h in "${hosts[@]}"; do workload "$h" 6 $((seed += 10)); done
-for h in "${hosts[@]}"; do "$cli_bin" backup run "$h" --wait; done
+for h in "${hosts[@]}"; do "$cli_bin" --insecure backup run "$h" --wait; done
 sleep 2
 
 say "more writes, then incremental backups while a workload writes"
@@ -94,10 +94,10 @@ for h in "${hosts[@]}"; do
   "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed += 10)) random --count 6 --size 65536 >/dev/null
   workload "$h" 4 $((seed += 10))
 done
-for h in "${hosts[@]}"; do "$cli_bin" backup run "$h" --wait; done
+for h in "${hosts[@]}"; do "$cli_bin" --insecure backup run "$h" --wait; done
 
 say "restore every backup and compare with the device at its snapshot instant"
-"$cli_bin" --json backup list >"$work/backups.json"
+"$cli_bin" --insecure --json backup list >"$work/backups.json"
 python3 - "$work/backups.json" >"$work/backups.tsv" <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
@@ -122,7 +122,7 @@ failures=0
 rows=()
 while IFS=$'\t' read -r id host snap dev kind _size bread brecv cread cnew start end; do
   out="$work/restore-$id-$dev.img"
-  "$cli_bin" restore "$id" --device "$dev" --to "$out" --wait >/dev/null
+  "$cli_bin" --insecure restore "$id" --device "$dev" --to "$out" --wait >/dev/null
   want="$(sha256sum "$work/$host/oracle/$snap-$dev.img" | cut -d' ' -f1)"
   got="$(sha256sum "$out" | cut -d' ' -f1)"
   if [[ "$want" == "$got" ]]; then verdict=identical; else verdict=DIFFERENT; failures=$((failures + 1)); fi

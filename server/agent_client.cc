@@ -12,7 +12,7 @@ std::shared_ptr<agent::v1::Agent::StubInterface> AgentConnector::Stub(const std:
   // Reconnect quickly after an agent restart: a resumed stream waits on it.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(address, credentials_, args);
   std::shared_ptr<agent::v1::Agent::StubInterface> stub = agent::v1::Agent::NewStub(channel);
   stubs_[address] = stub;
   return stub;

@@ -18,13 +18,18 @@ namespace blkfleet::server {
 constexpr int kMaxMessageBytes = 64 * 1024 * 1024 + 1024 * 1024;
 
 // Hands out one channel (and stub) per agent address, reused by every job.
-// Plaintext for now (--insecure); TLS credentials come with the mTLS work.
+// The channels use `credentials`: mutual TLS with the server's certificate
+// (tls::MutualTlsChannelCredentials), or plaintext with --insecure.
 class AgentConnector {
  public:
+  explicit AgentConnector(std::shared_ptr<grpc::ChannelCredentials> credentials =
+                              grpc::InsecureChannelCredentials())
+      : credentials_(std::move(credentials)) {}
   virtual ~AgentConnector() = default;
   virtual std::shared_ptr<agent::v1::Agent::StubInterface> Stub(const std::string& address);
 
  private:
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<agent::v1::Agent::StubInterface>> stubs_
       ABSL_GUARDED_BY(mu_);

@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/durable_file.h"
+#include "common/tls.h"
 #include "server/agent_client.h"
+#include "server/authz.h"
 #include "server/catalog/sqlite_catalog.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
@@ -33,13 +35,19 @@ int main(int argc, char** argv) {
   std::string data_dir;
   std::string port_file;
   bool insecure = false;
+  blkfleet::tls::TlsFiles tls_files;
   std::string gc_grace_text = "24h";
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
       ->required();
   app.add_option("--port-file", port_file, "write the bound port to this file");
-  app.add_flag("--insecure", insecure, "serve plaintext gRPC (TLS is not implemented yet)");
+  app.add_flag("--insecure", insecure,
+               "plaintext gRPC to clients and agents, no authentication (local experiments only)");
+  app.add_option("--tls-ca", tls_files.ca, "CA certificate (PEM) clients and agents must chain to");
+  app.add_option("--tls-cert", tls_files.cert,
+                 "this server's certificate (PEM, `blkfleet pki issue --kind server`)");
+  app.add_option("--tls-key", tls_files.key, "this server's private key (PEM)");
   app.add_option("--gc-grace", gc_grace_text,
                  "garbage collection keeps unreferenced chunk files younger than this "
                  "(e.g. 24h, 90m, 30s)")
@@ -57,9 +65,29 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
-  if (!insecure) {
-    return Fail("TLS is not implemented yet: pass --insecure to serve plaintext gRPC "
-                "(local experiments only)");
+  // Mutual TLS unless --insecure (docs/security.md); file problems are
+  // reported here, before anything is opened.
+  std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
+  std::shared_ptr<grpc::ChannelCredentials> agent_creds = grpc::InsecureChannelCredentials();
+  if (insecure) {
+    if (!tls_files.ca.empty() || !tls_files.cert.empty() || !tls_files.key.empty()) {
+      return Fail("--insecure and --tls-* exclude each other");
+    }
+  } else {
+    if (tls_files.ca.empty() && tls_files.cert.empty() && tls_files.key.empty()) {
+      return Fail("give --tls-ca, --tls-cert and --tls-key (mutual TLS; see docs/security.md), "
+                  "or --insecure to serve plaintext gRPC (local experiments only)");
+    }
+    auto tls = blkfleet::tls::LoadTlsMaterial(tls_files);
+    if (!tls.ok()) return Fail(std::string(tls.status().message()));
+    if (tls->identity.kind != blkfleet::tls::Kind::kServer) {
+      return Fail(absl::StrCat("--tls-cert ", tls_files.cert, " is the certificate of ",
+                               tls->identity.Describe(),
+                               ": the server needs one issued with --kind server"));
+    }
+    server_creds = blkfleet::tls::MutualTlsServerCredentials(
+        *tls, std::make_shared<blkfleet::server::ServerAuthzProcessor>());
+    agent_creds = blkfleet::tls::MutualTlsChannelCredentials(*tls);
   }
   if (absl::Status s = blkfleet::MakeDirectories(data_dir); !s.ok()) return Fail(s.ToString());
   auto repo = blkfleet::repo::Repository::Open(data_dir + "/repo");
@@ -76,7 +104,7 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  blkfleet::server::AgentConnector agents;
+  blkfleet::server::AgentConnector agents(agent_creds);
   auto jobs = std::make_unique<blkfleet::server::JobManager>(catalog->get(),
                                                              blkfleet::Clock::Real());
   blkfleet::server::BackupOptions options;
@@ -85,7 +113,7 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, server_creds, &port);
   builder.SetMaxReceiveMessageSize(blkfleet::server::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(blkfleet::server::kMaxMessageBytes);
   builder.RegisterService(&service);

@@ -50,7 +50,7 @@ export BLKFLEET_SERVER="$server"
 
 echo "filling ${size_mib} MiB of incompressible data" >&2
 "$load" --agent "$agent" --device vda --seed 42 fill --size "$size_bytes" >&2
-"$cli" host add bench --agent "$agent" --device vda >&2
+"$cli" --insecure host add bench --agent "$agent" --device vda >&2
 
 # Physical limits, measured now.
 sha_k="$(openssl speed -seconds 3 -bytes 16384 sha256 2>/dev/null | awk '/^sha256/ {print $NF}')"
@@ -62,7 +62,7 @@ t1=$(now)
 raw_mb_s="$(calc "$size_bytes / 1e6 / ($t1 - $t0)")"
 
 t0=$(now)
-"$cli" backup run bench --wait >&2
+"$cli" --insecure backup run bench --wait >&2
 t1=$(now)
 full_s="$(calc "$t1 - $t0")"
 full_mb_s="$(calc "$size_bytes / 1e6 / $full_s")"
@@ -73,17 +73,17 @@ chunks=$(((size_bytes + (4 << 20) - 1) / (4 << 20)))
 changed=$(((chunks + 99) / 100))
 "$load" --agent "$agent" --device vda --seed 7 random --count "$changed" --size 4096 >/dev/null
 t0=$(now)
-"$cli" backup run bench --wait >&2
+"$cli" --insecure backup run bench --wait >&2
 t1=$(now)
 incr_s="$(calc "$t1 - $t0")"
 
-backup_id="$("$cli" --json backup list | python3 -c '
+backup_id="$("$cli" --insecure --json backup list | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 items = d if isinstance(d, list) else d.get("backups", [])
 print(max(int(b["id"]) for b in items))')"
 t0=$(now)
-"$cli" restore "$backup_id" --to "$work/restored.img" --wait >&2
+"$cli" --insecure restore "$backup_id" --to "$work/restored.img" --wait >&2
 t1=$(now)
 restore_s="$(calc "$t1 - $t0")"
 restore_mb_s="$(calc "$size_bytes / 1e6 / $restore_s")"

@@ -15,7 +15,7 @@ class CliTest : public FleetTest {
   void SetUp() override { StartFleet({"vda=16MiB"}); }
 
   CommandResult Cli(std::vector<std::string> args, bool json = false) {
-    std::vector<std::string> argv = {Binaries::Cli(), "--server", server_.address};
+    std::vector<std::string> argv = {Binaries::Cli(), "--server", server_.address, "--insecure"};
     if (json) argv.push_back("--json");
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv, /*merge_stderr=*/!json);
@@ -68,7 +68,8 @@ TEST_F(CliTest, ErrorsExitNonZeroWithTheServersMessage) {
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.output.find("no-such-host"), std::string::npos) << run.output;
 
-  CommandResult dead = RunCommand({Binaries::Cli(), "--server", "127.0.0.1:1", "host", "list"});
+  CommandResult dead =
+      RunCommand({Binaries::Cli(), "--server", "127.0.0.1:1", "--insecure", "host", "list"});
   EXPECT_NE(dead.exit_code, 0) << dead.output;
   EXPECT_FALSE(dead.output.empty());
 }

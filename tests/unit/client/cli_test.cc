@@ -147,7 +147,7 @@ class CliTest : public ::testing::Test {
   int Run(std::vector<std::string> args) {
     out_.str("");
     err_.str("");
-    args.insert(args.begin(), {"--server", address_});
+    args.insert(args.begin(), {"--server", address_, "--insecure"});
     return RunCli(args, CliIo{out_, err_, false});
   }
 
@@ -260,7 +260,7 @@ TEST_F(CliTest, GcSendsDryRunAndNamesNoHost) {
 
 TEST_F(CliTest, UnreachableServerIsAClearError) {
   std::ostringstream out, err;
-  int rc = RunCli({"--server", "127.0.0.1:1", "host", "list"}, CliIo{out, err, false});
+  int rc = RunCli({"--server", "127.0.0.1:1", "--insecure", "host", "list"}, CliIo{out, err, false});
   EXPECT_EQ(rc, 1);
   EXPECT_NE(err.str().find("cannot reach server 127.0.0.1:1"), std::string::npos) << err.str();
 }
