@@ -1,6 +1,7 @@
 #include "agent/agent_service.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -270,6 +271,15 @@ absl::StatusOr<v1::Snapshot> AgentService::CreateLocked(const v1::CreateSnapshot
   record.lease_expire = record.create_time + absl::Milliseconds(req.lease_ms());
   record.request_id = req.request_id();
   record.request_fingerprint = fingerprint;
+  if (!options_.snapshot_hook.empty()) {
+    std::vector<std::string> args = {id.ToString()};
+    for (const v1::SnapshotDevice& d : record.devices) {
+      args.push_back(absl::StrCat(d.device(), "=", d.image_path()));
+    }
+    absl::StatusOr<HookProcess> hook = HookProcess::Start(options_.snapshot_hook, args);
+    if (!hook.ok()) return unwind(absl::FailedPreconditionError(hook.status().message()));
+    hooks_.emplace(id, *std::move(hook));
+  }
   {
     absl::MutexLock lock(&mu_);
     records_.emplace(id, record);
@@ -280,6 +290,17 @@ absl::StatusOr<v1::Snapshot> AgentService::CreateLocked(const v1::CreateSnapshot
 
 absl::Status AgentService::DestroyLocked(const Uuid& id, v1::SnapshotEventKind kind,
                                          const std::string& message) {
+  std::string note = message;
+  if (auto hook = hooks_.find(id); hook != hooks_.end()) {
+    // The hook reads the snapshot's images: it must be done before they go.
+    absl::Status hs = hook->second.Wait(options_.snapshot_hook_timeout);
+    hooks_.erase(hook);
+    if (!hs.ok()) {
+      std::fprintf(stderr, "blkfleet-agent: snapshot %s: %s\n", id.ToString().c_str(),
+                   std::string(hs.message()).c_str());
+      absl::StrAppend(&note, "; ", hs.message());
+    }
+  }
   absl::Status st = backend_->DestroySnapshot(id);
   // A snapshot the backend no longer has is gone either way.
   if (!st.ok() && !absl::IsNotFound(st)) return st;
@@ -295,7 +316,7 @@ absl::Status AgentService::DestroyLocked(const Uuid& id, v1::SnapshotEventKind k
   ev.set_snapshot_id(id.ToString());
   ev.set_kind(kind);
   *ev.mutable_time() = ToTimestamp(options_.clock->Now());
-  ev.set_message(message);
+  ev.set_message(note);
   events_.Publish(ev);
   return absl::OkStatus();
 }

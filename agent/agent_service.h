@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "agent/backend.h"
 #include "agent/event_hub.h"
+#include "agent/snapshot_hook.h"
 #include "agent/thread_pool.h"
 #include "blkfleet/agent/v1/agent.grpc.pb.h"
 #include "common/clock.h"
@@ -43,6 +44,11 @@ struct AgentServiceOptions {
   // Plain bytes of chunks in flight per StreamImage call (at least one
   // chunk): the memory bound of a stream is about twice this.
   uint64_t stream_window_bytes = 32ull << 20;
+  // Program run after each take with the snapshot id and one DEVICE=IMAGE
+  // argument per device (agent/snapshot_hook.h); empty: none. Destroying the
+  // snapshot waits for it, at most `snapshot_hook_timeout`.
+  std::string snapshot_hook;
+  absl::Duration snapshot_hook_timeout = absl::Minutes(10);
 };
 
 class AgentService final : public v1::Agent::Service {
@@ -127,6 +133,8 @@ class AgentService final : public v1::Agent::Service {
   absl::Mutex mu_;
   std::map<Uuid, Record> records_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Uuid> by_request_id_ ABSL_GUARDED_BY(mu_);
+  // Running snapshot hooks, by snapshot.
+  std::map<Uuid, HookProcess> hooks_ ABSL_GUARDED_BY(lifecycle_mu_);
 
   absl::Notification stop_;
   std::thread lease_thread_;

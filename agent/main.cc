@@ -40,6 +40,8 @@ struct Flags {
   tls::TlsFiles tls_files;
   std::vector<std::string> allowed_servers;
   int stream_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+  std::string snapshot_hook;
+  int snapshot_hook_timeout_s = 600;
 };
 
 constexpr char kDefaultKernelDiffDir[] = "/var/lib/blkfleet-agent/diff";
@@ -153,6 +155,14 @@ int Run(const Flags& flags) {
   options.default_diff_storage_path = diff_dir;
   options.default_diff_storage_limit_bytes = *limit;
   options.stream_threads = flags.stream_threads;
+  if (!flags.snapshot_hook.empty() && ::access(flags.snapshot_hook.c_str(), X_OK) != 0) {
+    return Fail("--snapshot-hook: " + flags.snapshot_hook + " is not an executable file");
+  }
+  if (flags.snapshot_hook_timeout_s <= 0) {
+    return Fail("--snapshot-hook-timeout: must be at least 1 second");
+  }
+  options.snapshot_hook = flags.snapshot_hook;
+  options.snapshot_hook_timeout = absl::Seconds(flags.snapshot_hook_timeout_s);
   AgentService service(backend.get(), options);
   std::unique_ptr<SimWorkloadService> workload;
   if (sim != nullptr) workload = std::make_unique<SimWorkloadService>(sim);
@@ -231,6 +241,12 @@ int main(int argc, char** argv) {
   app.add_option("--hostname", flags.hostname, "host name to report (default: the system's)");
   app.add_option("--stream-threads", flags.stream_threads,
                  "threads reading, hashing and compressing image chunks")
+      ->capture_default_str();
+  app.add_option("--snapshot-hook", flags.snapshot_hook,
+                 "program run after each take with the snapshot id and DEVICE=IMAGE arguments "
+                 "(e.g. an independent checksum of the images); destroy waits for it");
+  app.add_option("--snapshot-hook-timeout", flags.snapshot_hook_timeout_s,
+                 "seconds a snapshot hook may run before it is killed")
       ->capture_default_str();
   app.add_flag("--insecure", flags.insecure,
                "serve plaintext gRPC, no authentication (local experiments only)");

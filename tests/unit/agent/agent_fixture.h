@@ -38,6 +38,8 @@ class AgentFixture : public ::testing::Test {
     o.clock = &clock_;
     o.lease_check_interval = absl::ZeroDuration();
     o.stream_window_bytes = window_bytes_;
+    o.snapshot_hook = snapshot_hook_;
+    o.snapshot_hook_timeout = snapshot_hook_timeout_;
     service_ = std::make_unique<AgentService>(sim_.get(), o);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
@@ -92,6 +94,8 @@ class AgentFixture : public ::testing::Test {
   }
 
   uint64_t window_bytes_ = 8 * kMiB;
+  std::string snapshot_hook_;
+  absl::Duration snapshot_hook_timeout_ = absl::Seconds(30);
   testing::TempDir dir_;
   testing::FakeClock clock_;
   std::unique_ptr<SimBackend> sim_;
