@@ -1,155 +1,145 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: one blkfleet-server (SQLite catalog,
-# local repository) and two sim-backed agents on loopback. A workload writes
-# while a full and then an incremental backup of every host run; every backup
-# is restored and compared byte for byte with the device at the snapshot
-# instant; a summary table closes the run.
+# The main job on embedded defaults, on the QEMU lab (deploy/lab/lab.sh):
+# two guests running Debian's stock kernel with the blksnap module and
+# blkfleet-agent, blkfleet-server on this host (SQLite catalog, local
+# repository), mutual TLS everywhere. It registers the hosts, takes a full
+# backup of every host, writes about 1% of each disk inside the guests,
+# takes an incremental while a writer keeps going, restores the latest
+# backup of each host to a file, proves it byte-identical to the snapshot
+# image (SHA-256 computed inside the guest from the image device of that
+# very snapshot, by the agent's --snapshot-hook), runs e2fsck -fn on it and
+# prints a summary.
 #
-# Usage: deploy/demo.sh [--keep]    (--keep leaves the work directory)
-# Env:   BLKFLEET_DEMO_DIR (work directory, default a new one under /tmp)
-#        BLKFLEET_DEMO_SIZE_MIB (size of each host's vda, default 512)
+# Usage: deploy/demo.sh [--keep] [--sim]
+#   --keep  leave the lab running (stop it with deploy/lab/lab.sh stop)
+#   --sim   the older demo on two sim-backed agents, no QEMU (deploy/demo-sim.sh)
+# Env:   BLKFLEET_LAB_DIR (default /tmp/blkfleet-lab), BLKFLEET_DEMO_SIZE_MIB (vda size, default 256)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=deploy/lib/daemon.sh
-source "$root/deploy/lib/daemon.sh"
 keep=0
-[[ "${1:-}" == "--keep" ]] && keep=1
-size_mib="${BLKFLEET_DEMO_SIZE_MIB:-512}"
-t_start=$(date +%s.%N)
-
+for a in "$@"; do
+  case $a in
+    --sim) exec "$root/deploy/demo-sim.sh" ;;
+    --keep) keep=1 ;;
+    *) echo "usage: $0 [--keep] [--sim]" >&2; exit 2 ;;
+  esac
+done
+size_mib="${BLKFLEET_DEMO_SIZE_MIB:-256}"
+export BLKFLEET_LAB_DIR="${BLKFLEET_LAB_DIR:-/tmp/blkfleet-lab}"
+lab="$root/deploy/lab/lab.sh"
+cli="$root/build/default/client/blkfleet"
+now() { date +%s.%N; }
 say() { printf '\n== %s\n' "$*"; }
+t_start=$(now)
 
-say "set-up and build (preset default)"
-bash "$root/deploy/setup.sh" build
-cmake --preset default -S "$root" >/dev/null
-cmake --build "$root/build/default" -j "$(nproc)" \
-  --target blkfleet-agent blkfleet-server blkfleet blkfleet-simload
-bin="$root/build/default"
-agent_bin="$bin/agent/blkfleet-agent"
-server_bin="$bin/server/blkfleet-server"
-cli_bin="$bin/client/blkfleet"
-load_bin="$bin/tests/tools/blkfleet-simload"
-
-work="${BLKFLEET_DEMO_DIR:-$(mktemp -d /tmp/blkfleet-demo.XXXXXX)}"
-mkdir -p "$work"
-pids=()
 cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((keep == 0)); then rm -rf "$work"; else echo "work directory kept: $work"; fi
+  if ((keep == 0)); then "$lab" stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
+say "the lab: build, boot two guests, start the server"
+"$lab" stop >/dev/null 2>&1 || true
+"$lab" start --hosts 2 --size "$size_mib"
+# shellcheck disable=SC1091
+source "$BLKFLEET_LAB_DIR/lab.env"
+read -ra hosts <<<"$BLKFLEET_LAB_HOSTS"
+boot_s=$(sed -n 's/^lab_boot_seconds //p' "$BLKFLEET_LAB_DIR/timings")
+build_s=$(sed -n 's/^lab_build_seconds //p' "$BLKFLEET_LAB_DIR/timings")
+t_work=$(now)
 
-say "start the server and two sim-backed agents in $work"
-mkdir -p "$work/server"
-"$server_bin" --listen 127.0.0.1:0 --port-file "$work/server/port" \
-  --data-dir "$work/server/data" --insecure >"$work/server/log" 2>&1 &
-pids+=($!)
-server="$(wait_port "$work/server/port")"
-export BLKFLEET_SERVER="$server"
-echo "server  $server"
+agent_of() { local v="BLKFLEET_LAB_AGENT_$1"; echo "${!v}"; }
 
-declare -A agent_addr
-hosts=(h1 h2)
-for h in "${hosts[@]}"; do
-  d="$work/$h"
-  mkdir -p "$d/sim" "$d/oracle" "$d/diff"
-  "$agent_bin" --listen 127.0.0.1:0 --port-file "$d/port" --backend sim \
-    --sim-dir "$d/sim" --sim-device "vda=${size_mib}MiB" --sim-device vdb=64MiB \
-    --sim-oracle-dir "$d/oracle" --diff-storage-dir "$d/diff" --hostname "$h" \
-    --insecure >"$d/log" 2>&1 &
-  pids+=($!)
-  agent_addr[$h]="$(wait_port "$d/port")"
-  echo "agent   $h ${agent_addr[$h]}"
-done
+say "register the hosts"
+for h in "${hosts[@]}"; do "$cli" host add "$h" --agent "$(agent_of "$h")" --device /dev/vda; done
+"$cli" host list
 
-say "fill the devices with data and register the hosts"
-seed=1
-for h in "${hosts[@]}"; do
-  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed++)) fill --size $((size_mib << 20))
-  "$load_bin" --agent "${agent_addr[$h]}" --device vdb --seed $((seed++)) fill --size $((64 << 20))
-  "$cli_bin" --insecure host add "$h" --agent "${agent_addr[$h]}" --device vda --device vdb
-done
-"$cli_bin" --insecure host list
-
-# A workload that keeps writing while the backups run.
-workload() {
-  local h="$1" secs="$2" s="$3"
-  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed "$s" loop --seconds "$secs" --size 65536 --rate 5 >/dev/null &
-  pids+=($!)
-  "$load_bin" --agent "${agent_addr[$h]}" --device vdb --seed "$((s + 1))" loop --seconds "$secs" --size 4096 --rate 5 >/dev/null &
-  pids+=($!)
+# run_backups: one backup job per host, all at once; waits for every one.
+run_backups() {
+  local h pids=() rc=0 p
+  for h in "${hosts[@]}"; do
+    "$cli" backup run "$h" --wait &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return "$rc"
 }
 
-say "full backups while a workload writes"
-for h in "${hosts[@]}"; do workload "$h" 6 $((seed += 10)); done
-for h in "${hosts[@]}"; do "$cli_bin" --insecure backup run "$h" --wait; done
-sleep 2
+say "full backup of every host"
+run_backups
 
-say "more writes, then incremental backups while a workload writes"
+say "a write workload inside the guests (about 1% of each disk, then a writer that keeps going)"
+burst_kib=$((size_mib * 1024 / 100))
 for h in "${hosts[@]}"; do
-  "$load_bin" --agent "${agent_addr[$h]}" --device vda --seed $((seed += 10)) random --count 6 --size 65536 >/dev/null
-  workload "$h" 4 $((seed += 10))
+  "$lab" exec "$h" "dd if=/dev/urandom of=/data/burst.bin bs=1k count=$burst_kib 2>/dev/null; sync"
+  "$lab" exec "$h" "rm -f /tmp/stop-writer; (i=0; while [ ! -e /tmp/stop-writer ]; do i=\$((i+1)); echo \"line \$i \$(date)\" >>/data/writer.log; dd if=/dev/urandom of=/data/w\$((i % 8)).bin bs=4k count=4 conv=fsync 2>/dev/null; sleep 0.2; done) >/dev/null 2>&1 &"
 done
-for h in "${hosts[@]}"; do "$cli_bin" --insecure backup run "$h" --wait; done
 
-say "restore every backup and compare with the device at its snapshot instant"
-"$cli_bin" --insecure --json backup list >"$work/backups.json"
-python3 - "$work/backups.json" >"$work/backups.tsv" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-items = doc if isinstance(doc, list) else doc.get("backups", [])
-def get(d, *names, default=""):
-    for n in names:
-        if n in d:
-            return d[n]
-    return default
-for b in sorted(items, key=lambda b: int(get(b, "id", default="0"))):
-    start, end = get(b, "start_time", "startTime"), get(b, "end_time", "endTime")
-    for d in get(b, "devices", default=[]):
+say "incremental backup of every host while the writers run"
+run_backups
+for h in "${hosts[@]}"; do "$lab" exec "$h" 'touch /tmp/stop-writer'; done
+
+say "restore the latest backup of each host; compare with the guest's hash of the snapshot image; e2fsck -fn"
+"$cli" --json backup list >"$BLKFLEET_LAB_DIR/backups.json"
+python3 - "$BLKFLEET_LAB_DIR/backups.json" >"$BLKFLEET_LAB_DIR/backups.tsv" <<'PY'
+import datetime, json, sys
+items = json.load(open(sys.argv[1])).get("backups", [])
+def t(s): return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+for b in sorted(items, key=lambda b: int(b["id"])):
+    secs = (t(b["end_time"]) - t(b["start_time"])).total_seconds()
+    for d in b.get("devices", []):
         print("\t".join(str(x) for x in [
-            get(b, "id"), get(b, "host"), get(b, "snapshot_id", "snapshotId"),
-            get(d, "device"), get(d, "kind"), get(d, "size_bytes", "sizeBytes", default=0),
-            get(d, "bytes_read", "bytesRead", default=0),
-            get(d, "bytes_received", "bytesReceived", default=0),
-            get(d, "chunks_read", "chunksRead", default=0), get(d, "chunks_new", "chunksNew", default=0),
-            start, end]))
+            b["id"], b["host"], b["snapshot_id"], d["device"], d["kind"].replace("BACKUP_KIND_", ""),
+            d.get("bytes_read", 0), d.get("bytes_received", 0), d.get("chunks_read", 0),
+            d.get("chunks_new", 0), d.get("chunk_size_bytes", 0), "%.1f" % secs]))
 PY
+declare -A latest
+while IFS=$'\t' read -r id host _; do latest[$host]=$id; done <"$BLKFLEET_LAB_DIR/backups.tsv"
 failures=0
-rows=()
-while IFS=$'\t' read -r id host snap dev kind _size bread brecv cread cnew start end; do
-  out="$work/restore-$id-$dev.img"
-  "$cli_bin" --insecure restore "$id" --device "$dev" --to "$out" --wait >/dev/null
-  want="$(sha256sum "$work/$host/oracle/$snap-$dev.img" | cut -d' ' -f1)"
-  got="$(sha256sum "$out" | cut -d' ' -f1)"
-  if [[ "$want" == "$got" ]]; then verdict=identical; else verdict=DIFFERENT; failures=$((failures + 1)); fi
+declare -A verdict
+for h in "${hosts[@]}"; do
+  id=${latest[$h]}
+  row=$(awk -F'\t' -v id="$id" '$1 == id' "$BLKFLEET_LAB_DIR/backups.tsv")
+  snap=$(cut -f3 <<<"$row")
+  out="$BLKFLEET_LAB_DIR/restore-$h.img"
+  "$cli" restore "$id" --to "$out" --wait
+  want=$("$lab" exec "$h" "cat /var/lab/hashes/$snap.vda")
+  got=$(sha256sum "$out" | cut -d' ' -f1)
+  fsck=ok
+  e2fsck -fn "$out" >"$BLKFLEET_LAB_DIR/e2fsck-$h.log" 2>&1 || fsck="e2fsck status $?"
+  if [[ $want == "$got" && $fsck == ok ]]; then
+    verdict[$id]="identical, e2fsck clean"
+  else
+    verdict[$id]="FAILED: guest $want, restored $got, $fsck"
+    failures=$((failures + 1))
+  fi
+  echo "$h backup $id (snapshot $snap): ${verdict[$id]}"
   rm -f "$out"
-  rows+=("$id|$host|$dev|${kind#BACKUP_KIND_}|$bread|$brecv|$cread|$cnew|$start|$end|$verdict")
-done <"$work/backups.tsv"
+done
+t_end=$(now)
 
 say "summary"
-printf '%s\n' "${rows[@]}" | python3 -c '
-import sys, datetime
-def secs(a, b):
-    try:
-        f = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        return "%.2f" % (f(b) - f(a)).total_seconds()
-    except Exception:
-        return "-"
-def mib(x): return "%.1f" % (int(x) / 1048576)
-print("%-6s %-5s %-5s %-12s %10s %10s %7s %6s %8s  %s" % ("backup", "host", "dev", "kind", "read MiB", "sent MiB", "dedup", "new", "secs", "restore"))
-for line in sys.stdin:
-    i, h, d, k, br, bs, cr, cn, st, en, v = line.strip().split("|")
-    dedup = "%.1fx" % (int(br) / int(bs)) if int(bs) else "inf"
-    print("%-6s %-5s %-5s %-12s %10s %10s %7s %6s %8s  %s" % (i, h, d, k, mib(br), mib(bs), dedup, cn + "/" + cr, secs(st, en), v))
-'
-t_end=$(date +%s.%N)
-printf '\ndemo wall time: %.1f s\n' "$(echo "$t_end - $t_start" | bc)"
-if ((failures > 0)); then
-  echo "demo: $failures restore(s) differ from their snapshot" >&2
+printf '%-6s %-4s %-9s %-11s %9s %9s %7s %8s %7s  %s\n' backup host device kind "read MiB" "sent MiB" dedup "new/read" seconds restore
+target_fail=0
+while IFS=$'\t' read -r id host _snap dev kind bread bsent cread cnew csize secs; do
+  dedup=$(python3 -c "print('%.1fx' % ($bread / $bsent) if $bsent else 'all known')")
+  printf '%-6s %-4s %-9s %-11s %9.1f %9.1f %7s %8s %7s  %s\n' "$id" "$host" "$dev" "$kind" \
+    "$(bc -l <<<"$bread / 1048576")" "$(bc -l <<<"$bsent / 1048576")" "$dedup" "$cnew/$cread" "$secs" \
+    "${verdict[$id]:--}"
+  if [[ $kind == INCREMENTAL ]]; then
+    # Target: bytes sent <= 1.1 x the bytes of the changed chunks + 1 MiB.
+    limit=$((cread * csize * 11 / 10 + (1 << 20)))
+    echo "  incremental target: sent $bsent <= 1.1 x changed chunks ($cread x $csize) + 1 MiB = $limit: $( ((bsent <= limit)) && echo met || echo MISSED)"
+    ((bsent <= limit)) || target_fail=1
+  fi
+done <"$BLKFLEET_LAB_DIR/backups.tsv"
+
+total=$(bc <<<"$t_end - $t_start")
+work=$(bc <<<"$t_end - $t_work")
+printf '\ndemo wall time %.1f s: build %.1f s, QEMU boot %.1f s (%.0f%%), backup work %.1f s (%.0f%%)\n' \
+  "$total" "$build_s" "$boot_s" "$(bc -l <<<"100 * $boot_s / $total")" "$work" "$(bc -l <<<"100 * $work / $total")"
+if ((failures > 0 || target_fail > 0)); then
+  echo "demo: FAILED ($failures restore(s) not identical or not clean, incremental target missed: $target_fail)" >&2
   exit 1
 fi
-echo "demo: every restore is byte-identical to its snapshot"
+echo "demo: every restore is byte-identical to its snapshot image and passes e2fsck"

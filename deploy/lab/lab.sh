@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# The QEMU lab: N guests (Debian's stock 6.1 kernel under TCG, the blksnap
+# module, blkfleet-agent with mutual TLS) and blkfleet-server on this host
+# with SQLite and a local repository. Guests reach nothing but QEMU's user
+# network; the host reaches each guest's agent and command channel through
+# hostfwd on 127.0.0.1 only.
+#
+#   deploy/lab/lab.sh start [--hosts N] [--size MIB]   build what is missing, boot, start the server
+#   deploy/lab/lab.sh stop [--keep]                    stop everything; remove the lab dir unless --keep
+#   deploy/lab/lab.sh exec HOST COMMAND...             run a shell command in a guest (its status is ours)
+#   deploy/lab/lab.sh reboot HOST                      power a guest off and boot it again (CBT is lost)
+#   deploy/lab/lab.sh status                           guests, ports, server
+#
+# The lab lives in $BLKFLEET_LAB_DIR (default /tmp/blkfleet-lab); after start
+# `source $BLKFLEET_LAB_DIR/lab.env` points the blkfleet CLI at the server.
+# Each guest has vda (SIZE MiB, ext4 with data, mounted at /data, backed
+# up), vdb (SIZE MiB, empty, a restore target) and vdc (1 GiB, ext4 at /ds,
+# the difference storage). Nothing is mounted on the host.
+set -euo pipefail
+
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd -- "$here/../.." && pwd)
+lab=${BLKFLEET_LAB_DIR:-/tmp/blkfleet-lab}
+bin=${BLKFLEET_LAB_BUILD:-$root/build/default}
+
+log() { printf '[lab %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# lab_exec HOST COMMAND: runs COMMAND with /bin/sh in the guest, prints its
+# output (stdout and stderr), returns its status (255: guest unreachable).
+lab_exec() {
+  local h=$1 port out rc
+  shift
+  port=$(cat "$lab/$h/cmd.port" 2>/dev/null) || return 255
+  exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 255
+  printf '%s\n' "( $* ) </dev/null 2>&1" 'echo "__LAB_RC=$?"' 'exit' >&3
+  out=$(cat <&3) || true
+  exec 3<&-
+  [[ $out == *__LAB_RC=* ]] || return 255
+  rc=${out##*__LAB_RC=}
+  rc=${rc%%[!0-9]*}
+  out=${out%__LAB_RC=*}
+  [[ -z $out ]] || printf '%s' "$out"
+  return "${rc:-255}"
+}
+
+build() {
+  # shellcheck source-path=SCRIPTDIR source=../../kmod/tests/lib/vm.sh
+  . "$root/kmod/tests/lib/vm.sh"
+  bf_install_packages
+  bash "$root/deploy/setup.sh" build >&2
+  bf_resolve_kernel
+  log "building blkfleet (preset default)"
+  cmake --preset default -S "$root" >/dev/null
+  cmake --build "$bin" -j "$(nproc)" --target blkfleet-agent blkfleet-server blkfleet >&2
+  WORK=$lab/build
+  mkdir -p "$WORK"
+  bf_build_module
+  echo "$KERNEL" >"$lab/kernel"
+
+  log "pki (CA, server, operator, one certificate per agent)"
+  local pki=$lab/pki cli=$bin/client/blkfleet h
+  "$cli" pki init --dir "$pki" >/dev/null
+  "$cli" pki issue --dir "$pki" --kind server --name lab-server --san 127.0.0.1 --san localhost >/dev/null
+  "$cli" pki issue --dir "$pki" --kind operator --name lab-admin --role admin >/dev/null
+  for h in "${hosts[@]}"; do
+    "$cli" pki issue --dir "$pki" --kind agent --name "$h" --san 127.0.0.1 >/dev/null
+  done
+
+  log "initramfs"
+  local r=$WORK/initramfs
+  rm -rf -- "$r"
+  mkdir -p -- "$r"/{bin,sbin,dev,proc,sys,tmp,lib,etc/lab/pki}
+  install -m 0755 "$(command -v busybox)" "$r/bin/busybox"
+  install -m 0755 "$here/guest-init" "$r/init"
+  install -m 0755 "$here/hash-hook" "$r/bin/lab-hash-hook"
+  install -m 0644 "$BF_MODULE" "$r/lib/blksnap.ko"
+  bf_copy_with_libs "$r" "$bin/agent/blkfleet-agent"
+  bf_copy_kernel_modules "$r" virtio_pci virtio_blk virtio_net crc32c_generic ext4 >/dev/null
+  cp "$pki"/ca.crt "$r/etc/lab/pki/"
+  for h in "${hosts[@]}"; do cp "$pki/$h.crt" "$pki/$h.key" "$r/etc/lab/pki/"; done
+  printf 'root:x:0:0:root:/:/bin/sh\n' >"$r/etc/passwd"
+  printf '127.0.0.1 localhost\n' >"$r/etc/hosts"
+  printf '%s\n' "--listen 0.0.0.0:7443 --backend kernel --device /dev/vda --diff-storage-dir /ds" \
+    "--diff-storage-limit 512MiB --allowed-server lab-server --snapshot-hook /bin/lab-hash-hook" \
+    >"$r/etc/lab/agent.args.default"
+  (cd -- "$r" && find . -print0 | cpio --null -o -H newc --quiet) >"$lab/initramfs.cpio"
+  rm -rf -- "$r" "$WORK/src"
+}
+
+# make_disks HOST: vda with an ext4 filesystem holding data (random and
+# text files, seeded by the host name), vdb empty, vdc ext4 for /ds.
+make_disks() {
+  local h=$1 d=$lab/$1 src i
+  src=$d/seed
+  mkdir -p "$src/random" "$src/text"
+  for i in 1 2 3 4 5 6; do
+    head -c $((6 << 20)) /dev/zero |
+      openssl enc -aes-128-ctr -pass "pass:$h-$i" -nosalt -pbkdf2 >"$src/random/blob$i.bin"
+  done
+  cp -r /usr/include/linux "$src/text/" 2>/dev/null || true
+  cp -r /usr/share/common-licenses "$src/text/" 2>/dev/null || true
+  truncate -s "${size_mib}M" "$d/vda.img"
+  mkfs.ext4 -q -F -L data -E lazy_itable_init=0,lazy_journal_init=0 -d "$src" "$d/vda.img"
+  rm -rf -- "$src"
+  truncate -s "${size_mib}M" "$d/vdb.img"
+  truncate -s 1G "$d/vdc.img"
+  mkfs.ext4 -q -F -L ds -E lazy_itable_init=0,lazy_journal_init=0 "$d/vdc.img"
+}
+
+# boot HOST: starts the guest's QEMU in the background.
+boot() {
+  local h=$1 d=$lab/$1 disk args=()
+  for disk in vda vdb vdc; do
+    args+=(-drive "file=$d/$disk.img,format=raw,if=virtio,cache=none,aio=threads")
+  done
+  : >"$d/console.log"
+  : >"$d/serial.log"
+  qemu-system-x86_64 -accel tcg,thread=multi -m 1024 -smp 1 -display none -no-reboot \
+    -kernel "$(cat "$lab/kernel")" -initrd "$lab/initramfs.cpio" \
+    -append "console=ttyS0 panic=-1 no_timer_check rdinit=/init lab.host=$h" \
+    -serial "file:$d/console.log" -serial "file:$d/serial.log" \
+    -netdev "user,id=n0,restrict=off,hostfwd=tcp:127.0.0.1:$(cat "$d/agent.port")-:7443,hostfwd=tcp:127.0.0.1:$(cat "$d/cmd.port")-:7000" \
+    -device virtio-net-pci,netdev=n0 "${args[@]}" \
+    -pidfile "$d/qemu.pid" -daemonize
+}
+
+# wait_ready HOST: the command channel answers and the agent listens.
+wait_ready() {
+  local h=$1 i
+  for ((i = 0; i < 600; i++)); do
+    if grep -q SETUP-FAIL "$lab/$h/serial.log" 2>/dev/null; then
+      die "$h: $(grep -m1 SETUP-FAIL "$lab/$h/serial.log")"
+    fi
+    if lab_exec "$h" 'netstat -ltn | grep -q ":7443 "' >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  tail -n 30 "$lab/$h/console.log" >&2
+  die "$h did not come up in 300 s"
+}
+
+start_server() {
+  local s=$lab/server pki=$lab/pki
+  mkdir -p "$s"
+  rm -f "$s/port"
+  setsid "$bin/server/blkfleet-server" --listen 127.0.0.1:0 --port-file "$s/port" \
+    --data-dir "$s/data" --tls-ca "$pki/ca.crt" --tls-cert "$pki/lab-server.crt" \
+    --tls-key "$pki/lab-server.key" >>"$s/log" 2>&1 </dev/null &
+  echo $! >"$s/pid"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $s/port ]] && break
+    sleep 0.1
+  done
+  [[ -s $s/port ]] || die "the server did not start: $(tail -n 5 "$s/log")"
+}
+
+write_env() {
+  local h
+  {
+    echo "export BLKFLEET_SERVER=127.0.0.1:$(cat "$lab/server/port")"
+    echo "export BLKFLEET_TLS_CA=$lab/pki/ca.crt"
+    echo "export BLKFLEET_TLS_CERT=$lab/pki/lab-admin.crt"
+    echo "export BLKFLEET_TLS_KEY=$lab/pki/lab-admin.key"
+    echo "export BLKFLEET_LAB_DIR=$lab"
+    echo "BLKFLEET_LAB_HOSTS=\"${hosts[*]}\""
+    for h in "${hosts[@]}"; do echo "BLKFLEET_LAB_AGENT_$h=127.0.0.1:$(cat "$lab/$h/agent.port")"; done
+  } >"$lab/lab.env"
+}
+
+cmd_start() {
+  local n=2
+  size_mib=256
+  while (($#)); do
+    case $1 in
+      --hosts) n=$2; shift ;;
+      --size) size_mib=$2; shift ;;
+      *) die "start: unknown argument $1" ;;
+    esac
+    shift
+  done
+  [[ $n =~ ^[1-9][0-9]?$ ]] || die "--hosts: $n is not a number from 1 to 99"
+  [[ $size_mib =~ ^[0-9]+$ && $size_mib -ge 64 ]] || die "--size: $size_mib is not a size >= 64 (MiB)"
+  [[ ! -e $lab/lab.env ]] || die "a lab is already running in $lab (deploy/lab/lab.sh stop)"
+  hosts=()
+  for ((i = 1; i <= n; i++)); do hosts+=("h$i"); done
+  rm -rf -- "$lab"
+  mkdir -p "$lab"
+  local t0 h
+  t0=$(date +%s.%N)
+  build
+  for h in "${hosts[@]}"; do
+    mkdir -p "$lab/$h"
+    free_port >"$lab/$h/agent.port"
+    free_port >"$lab/$h/cmd.port"
+    make_disks "$h"
+  done
+  local t1
+  t1=$(date +%s.%N)
+  log "booting ${hosts[*]}"
+  for h in "${hosts[@]}"; do boot "$h"; done
+  start_server
+  for h in "${hosts[@]}"; do wait_ready "$h"; done
+  write_env
+  local t2
+  t2=$(date +%s.%N)
+  printf 'lab_build_seconds %.1f\nlab_boot_seconds %.1f\n' "$(bc <<<"$t1 - $t0")" "$(bc <<<"$t2 - $t1")" |
+    tee "$lab/timings"
+  log "ready: source $lab/lab.env"
+}
+
+cmd_stop() {
+  local keep=0 f pid
+  [[ ${1:-} == --keep ]] && keep=1
+  [[ -d $lab ]] || return 0
+  for f in "$lab"/*/qemu.pid "$lab/server/pid"; do
+    [[ -s $f ]] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+  done
+  for f in "$lab"/*/qemu.pid "$lab/server/pid"; do
+    [[ -s $f ]] || continue
+    pid=$(cat "$f")
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  rm -f "$lab/lab.env"
+  if ((keep)); then log "stopped; kept $lab"; else rm -rf -- "$lab"; log "stopped"; fi
+}
+
+cmd_reboot() {
+  local h=$1 pid
+  [[ -s $lab/$h/qemu.pid ]] || die "no running guest $h"
+  lab_exec "$h" 'sync; umount /data; umount /ds' >/dev/null || true
+  pid=$(cat "$lab/$h/qemu.pid")
+  kill "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  boot "$h"
+  wait_ready "$h"
+}
+
+cmd_status() {
+  [[ -f $lab/lab.env ]] || { echo "no lab in $lab"; return 1; }
+  cat "$lab/lab.env"
+  local h names
+  read -ra names <<<"$(sed -n 's/^BLKFLEET_LAB_HOSTS="\(.*\)"/\1/p' "$lab/lab.env")"
+  for h in "${names[@]}"; do
+    if lab_exec "$h" true >/dev/null 2>&1; then echo "$h up"; else echo "$h DOWN"; fi
+  done
+}
+
+what=${1:-}
+[[ -n $what ]] && shift
+case $what in
+  start) cmd_start "$@" ;;
+  stop) cmd_stop "$@" ;;
+  exec)
+    (($# >= 2)) || die "usage: lab.sh exec HOST COMMAND..."
+    lab_exec "$@"
+    ;;
+  reboot) (($# == 1)) || die "usage: lab.sh reboot HOST"; cmd_reboot "$1" ;;
+  status) cmd_status ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
+esac
