@@ -9,6 +9,9 @@
 . /t/common.sh
 RUNTIME=$(tr " " "\n" </proc/cmdline | sed -n "s/^bf\.runtime=//p")
 RUNTIME=${RUNTIME:-10}
+ROUNDS=$(tr " " "\n" </proc/cmdline | sed -n "s/^bf\.rounds=//p")
+ROUNDS=${ROUNDS:-5}
+SEQ_MIB=256
 
 # Results go to the console (stderr) and the results port; stdout is kept
 # for the numbers the helpers below return.
@@ -25,10 +28,13 @@ randwrite() {
 		awk -F';' '{ printf "%d\n", $49 }'
 }
 
-# seqread <device> <offset MiB>: 1 MiB O_DIRECT sequential read of 512 MiB, KiB/s.
+# seqread <device> <offset MiB>: 1 MiB O_DIRECT sequential read of
+# $SEQ_MIB MiB, KiB/s, after writing back and dropping the page cache.
 seqread() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
 	fio --thread --name=sr --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=psync \
-		--offset="$2"M --size=512M --output-format=terse --terse-version=3 |
+		--offset="$2"M --size="$SEQ_MIB"M --output-format=terse --terse-version=3 |
 		awk -F';' '{ printf "%d\n", $7 }'
 }
 
@@ -75,21 +81,61 @@ for round in 1 2; do
 	dm4=$((dm4 + $(dm_randwrite 8)))
 done
 
-# Image reads (snapshot of round 2 still held): a region hardly touched by
-# the random writes (served from the origin) and a region overwritten
-# first (served from the storage).
-o=$(seqread /dev/vda 1024)
-i=$(seqread "$img" 1024)
-out origin_seqread_mibps $((o / 1024)) MiB/s
-out image_seqread_ratio "$(ratio "$i" "$o")" ratio
-dd if=/dev/zero of=/dev/vda bs=1M seek=2048 count=512 oflag=direct conv=notrunc 2>/dev/null
-o=$(seqread /dev/vda 2048)
-i=$(seqread "$img" 2048)
-out image_seqread_copied_ratio "$(ratio "$i" "$o")" ratio
 bsctl destroy "$id" || out error 1 "destroy failed"
 bsctl detach /dev/vda || out error 1 "detach failed"
 dm256=$((dm256 + $(dm_randwrite 512)))
 dm4=$((dm4 + $(dm_randwrite 8)))
+
+# Image reads against origin reads, on a fresh snapshot.  Each round reads
+# the same range of both, in alternating order (origin first in odd rounds,
+# image first in even ones), every read O_DIRECT after a sync and a cache
+# drop, so that neither is served from the page cache (the copies in the
+# storage are written through it) and a change of host load between two
+# reads hits both orders alike.  Every round is printed; the figure is the
+# median of the per-round ratios.
+# readpair <label> <offset MiB>: prints the rounds, the median ratio.
+readpair() {
+	ratios=""
+	r=1
+	while [ "$r" -le "$ROUNDS" ]; do
+		if [ $((r % 2)) = 1 ]; then
+			o=$(seqread /dev/vda "$2")
+			i=$(seqread "$img" "$2")
+		else
+			i=$(seqread "$img" "$2")
+			o=$(seqread /dev/vda "$2")
+		fi
+		x=$(ratio "$i" "$o")
+		out "$1_round$r" "$x" "ratio # origin $((o / 1024)) MiB/s, image $((i / 1024)) MiB/s"
+		ratios="$ratios $x"
+		r=$((r + 1))
+	done
+	# shellcheck disable=SC2086
+	printf '%s\n' $ratios | sort -n | awk '{ v[NR] = $1 }
+		END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+bsctl attach /dev/vda || { out error 1 "attach failed"; exit 1; }
+snap=$(bsctl snap /dev/vdb "$(blockdev --getsz /dev/vdb)" /dev/vda) ||
+	{ out error 1 "snapshot failed: $snap"; exit 1; }
+id=$(echo "$snap" | sed -n 's/^ID //p')
+img=$(echo "$snap" | sed -n 's/^IMAGE [^ ]* //p')
+# Untouched: no chunk copied yet, every image read passes to the origin.
+out image_seqread_ratio "$(readpair image_seqread 1024)" "ratio (median of $ROUNDS)"
+# Copied: the whole range overwritten first, every image read comes from
+# the difference storage.
+dd if=/dev/zero of=/dev/vda bs=1M seek=2048 count="$SEQ_MIB" oflag=direct conv=notrunc 2>/dev/null
+out image_seqread_copied_ratio "$(readpair image_seqread_copied 2048)" "ratio (median of $ROUNDS)"
+# Mixed: every other MiB overwritten, the image alternates between the
+# origin and the storage within each 1 MiB read pair.
+m=0
+while [ "$m" -lt "$SEQ_MIB" ]; do
+	dd if=/dev/zero of=/dev/vda bs=1M seek=$((1536 + m)) count=1 oflag=direct conv=notrunc 2>/dev/null
+	m=$((m + 2))
+done
+out image_seqread_mixed_ratio "$(readpair image_seqread_mixed 1536)" "ratio (median of $ROUNDS)"
+bsctl destroy "$id" || out error 1 "destroy failed"
+bsctl detach /dev/vda || out error 1 "detach failed"
 
 out raw_randwrite_iops $((raw / 2)) iops
 out cbt_randwrite_ratio "$(ratio "$cbt" "$raw")" ratio
