@@ -180,6 +180,38 @@ out_unlock:
 }
 
 /*
+ * Read @iter at @pos bypassing the page cache, if the storage allows it for
+ * this request; -EOPNOTSUPP if not.
+ *
+ * Copies are read back once, by whoever reads the image (a backup), long
+ * after most were written: through the page cache such a read costs a
+ * page allocation and a copy per page and leaves pages nobody reads again.
+ * A direct read writes back a dirty part of the range first, so it also
+ * sees a copy or an image write still in the page cache.
+ */
+static ssize_t storage_read_direct(struct diff_storage *storage,
+				   struct iov_iter *iter, loff_t pos)
+{
+	struct file *file = storage->file;
+	unsigned int mask;
+	struct kiocb kiocb;
+	ssize_t ret;
+
+	if (!storage->bdev || !(file->f_mode & FMODE_CAN_ODIRECT) ||
+	    !file->f_op->read_iter)
+		return -EOPNOTSUPP;
+	mask = bdev_logical_block_size(storage->bdev) - 1;
+	if ((pos | iov_iter_count(iter) | iov_iter_alignment(iter)) & mask)
+		return -EOPNOTSUPP;
+	init_sync_kiocb(&kiocb, file);
+	kiocb.ki_flags |= IOCB_DIRECT;
+	kiocb.ki_pos = pos;
+	ret = file->f_op->read_iter(&kiocb, iter);
+	/* A file system may refuse one layout: read it buffered then. */
+	return ret == -EINVAL ? -EOPNOTSUPP : ret;
+}
+
+/*
  * Read or write @bytes at @sector of the storage, from or to the data of
  * the bvecs that follows the first @skip bytes.
  */
@@ -199,7 +231,9 @@ int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
 		ret = vfs_iter_write(storage->file, &iter, &pos, 0);
 		file_end_write(storage->file);
 	} else {
-		ret = vfs_iter_read(storage->file, &iter, &pos, 0);
+		ret = storage_read_direct(storage, &iter, pos);
+		if (ret == -EOPNOTSUPP)
+			ret = vfs_iter_read(storage->file, &iter, &pos, 0);
 	}
 	if (ret < 0)
 		return ret;
