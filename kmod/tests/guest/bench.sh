@@ -28,13 +28,13 @@ randwrite() {
 		awk -F';' '{ printf "%d\n", $49 }'
 }
 
-# seqread <device> <offset MiB>: 1 MiB O_DIRECT sequential read of
-# $SEQ_MIB MiB, KiB/s, after writing back and dropping the page cache.
+# seqread <device> <offset MiB> <size MiB>: 1 MiB O_DIRECT sequential read,
+# KiB/s, after writing back and dropping the page cache.
 seqread() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 	fio --thread --name=sr --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=psync \
-		--offset="$2"M --size="$SEQ_MIB"M --output-format=terse --terse-version=3 |
+		--offset="$2"M --size="$3"M --output-format=terse --terse-version=3 |
 		awk -F';' '{ printf "%d\n", $7 }'
 }
 
@@ -86,27 +86,41 @@ bsctl detach /dev/vda || out error 1 "detach failed"
 dm256=$((dm256 + $(dm_randwrite 512)))
 dm4=$((dm4 + $(dm_randwrite 8)))
 
-# Image reads against origin reads, on a fresh snapshot.  Each round reads
-# the same range of both, in alternating order (origin first in odd rounds,
-# image first in even ones), every read O_DIRECT after a sync and a cache
-# drop, so that neither is served from the page cache (the copies in the
-# storage are written through it) and a change of host load between two
-# reads hits both orders alike.  Every round is printed; the figure is the
-# median of the per-round ratios.
+# Image reads against origin reads, on a fresh snapshot.  A round reads
+# the same $SEQ_MIB MiB of both, in $SEG_MIB MiB segments taken in turn
+# from the origin and the image (which one goes first alternates, ABBA),
+# so a change of host load within the round hits both alike.  Every read
+# is O_DIRECT after a sync and a cache drop, so that neither is served
+# from the page cache (the copies are written through it).  The round's
+# ratio is origin read time over image read time; every round is printed
+# and the figure is the median of the rounds.
+SEG_MIB=64
 # readpair <label> <offset MiB>: prints the rounds, the median ratio.
 readpair() {
 	ratios=""
 	r=1
 	while [ "$r" -le "$ROUNDS" ]; do
-		if [ $((r % 2)) = 1 ]; then
-			o=$(seqread /dev/vda "$2")
-			i=$(seqread "$img" "$2")
-		else
-			i=$(seqread "$img" "$2")
-			o=$(seqread /dev/vda "$2")
-		fi
-		x=$(ratio "$i" "$o")
-		out "$1_round$r" "$x" "ratio # origin $((o / 1024)) MiB/s, image $((i / 1024)) MiB/s"
+		to=0 ti=0 s=0
+		while [ $((s * SEG_MIB)) -lt "$SEQ_MIB" ]; do
+			at=$(($2 + s * SEG_MIB))
+			if [ $((s % 2)) = 1 ]; then
+				o=$(seqread /dev/vda "$at" "$SEG_MIB")
+				i=$(seqread "$img" "$at" "$SEG_MIB")
+			else
+				i=$(seqread "$img" "$at" "$SEG_MIB")
+				o=$(seqread /dev/vda "$at" "$SEG_MIB")
+			fi
+			# Seconds taken by each read, summed over the round.
+			to=$(awk -v t="$to" -v b="$o" -v m="$SEG_MIB" \
+				'BEGIN { printf "%.6f\n", t + (b > 0 ? m * 1024 / b : 1e9) }')
+			ti=$(awk -v t="$ti" -v b="$i" -v m="$SEG_MIB" \
+				'BEGIN { printf "%.6f\n", t + (b > 0 ? m * 1024 / b : 1e9) }')
+			s=$((s + 1))
+		done
+		x=$(ratio "$to" "$ti")
+		out "$1_round$r" "$x" "ratio # origin $(awk -v t="$to" -v m="$SEQ_MIB" \
+			'BEGIN { printf "%d", m / t }') MiB/s, image $(awk -v t="$ti" \
+			-v m="$SEQ_MIB" 'BEGIN { printf "%d", m / t }') MiB/s"
 		ratios="$ratios $x"
 		r=$((r + 1))
 	done
