@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages blkfleet builds and tests with, when any is
-# missing. Usage: deploy/setup.sh [build|kmod|all]   (default: all)
+# missing. Usage: deploy/setup.sh [build|kmod|packaging|all]   (default: all)
 set -euo pipefail
 
 what="${1:-all}"
@@ -18,11 +18,17 @@ kmod_pkgs=(
   qemu-system-x86 busybox-static fio e2fsprogs
 )
 
+# Debian packages (deploy/debian/build.sh) and their test (tests/packaging).
+packaging_pkgs=(
+  dpkg-dev help2man lintian debootstrap systemd util-linux python3 procps
+)
+
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
   kmod) pkgs=("${kmod_pkgs[@]}") ;;
-  all) pkgs=("${build_pkgs[@]}" "${kmod_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|kmod|all]" >&2; exit 2 ;;
+  packaging) pkgs=("${packaging_pkgs[@]}") ;;
+  all) pkgs=("${build_pkgs[@]}" "${kmod_pkgs[@]}" "${packaging_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|kmod|packaging|all]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -9,6 +9,9 @@
 #   tests/run.sh kmod            the blksnap module in QEMU: Debian's stock kernel, a kernel
 #                                with kmod/patches (built, ~5 min), the filter patch tests,
 #                                and the conformance suite on the kernel backend in the VM
+#   tests/run.sh packaging       the Debian packages: built, lintian, units verified, installed
+#                                with apt on a debootstrap'ed Debian 12, daemons run as their
+#                                units would with `blkfleet pki` certificates, purged (~5 min)
 #   tests/run.sh bench           the benchmarks (tests/bench/run.sh)
 set -euo pipefail
 
@@ -17,7 +20,7 @@ cd "$root"
 
 parts=("$@")
 if ((${#parts[@]} == 0)); then
-  parts=(unit conformance integration kmod)
+  parts=(unit conformance integration kmod packaging)
 fi
 
 preset="${BLKFLEET_TEST_PRESET:-asan}"
@@ -106,12 +109,13 @@ for part in "${parts[@]}"; do
       run_counted "conformance-vm-stock" tests/conformance/vm/run
       run_counted "conformance-vm-patched" tests/conformance/vm/run --patched
       ;;
+    packaging) run_counted "packaging" tests/packaging/run.sh ;;
     bench)
       BLKFLEET_TEST_PRESET=release
       exec tests/bench/run.sh
       ;;
     *)
-      echo "unknown part: $part (unit|conformance|integration|kmod|bench)" >&2
+      echo "unknown part: $part (unit|conformance|integration|kmod|packaging|bench)" >&2
       exit 2
       ;;
   esac

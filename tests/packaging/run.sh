@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# Checks below hand values to `bash -c '...'` as positional parameters, on purpose:
+# shellcheck disable=SC2016
+# The Debian packages end to end: build them (deploy/debian/build.sh), check
+# them (contents, dependencies, conffiles, lintian), verify the systemd units
+# (systemd-analyze verify and security), install them with apt on a fresh
+# Debian 12 made by debootstrap, check what the maintainer scripts made,
+# start blkfleet-server and blkfleet-agent from the installed packages the
+# way their units would (same flags from /etc/blkfleet/*.conf, same user,
+# no-new-privs and capability bounding set) with certificates made by
+# `blkfleet pki`, back up and restore through them, stop them, and purge.
+#
+# systemd is not PID 1 here (nor in the chroot), so the units are checked
+# statically and the daemons run by tests/packaging/unit_argv.py's reading
+# of them; ProtectSystem= and the other namespace settings are not applied.
+#
+# Usage: tests/packaging/run.sh     (root; network to deb.debian.org)
+# Env:   BLKFLEET_PKG_MIRROR (default http://deb.debian.org/debian)
+#        BLKFLEET_PKG_KEEP=1 keeps the work directory
+# Ends with "packaging: N passed, N failed".
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+mirror="${BLKFLEET_PKG_MIRROR:-http://deb.debian.org/debian}"
+work="$(mktemp -d /tmp/blkfleet-pkg.XXXXXX)"
+chroot_dir="$work/root"
+pass=0
+fail=0
+pids=()
+
+log() { printf '== %s\n' "$*"; }
+ok() { pass=$((pass + 1)); printf 'ok   %s\n' "$1"; }
+bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$1"; }
+# check NAME CMD...: one assertion.
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+in_root() { chroot "$chroot_dir" "$@"; }
+
+cleanup() {
+  local p m
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Unmount everything below the chroot before anything is removed.
+  while IFS= read -r m; do
+    umount -l "$m" || true
+  done < <(awk -v r="$chroot_dir" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r)
+  if [[ "${BLKFLEET_PKG_KEEP:-0}" == 1 ]]; then
+    echo "work directory kept: $work"
+  elif ! awk -v r="$chroot_dir" 'index($2, r) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+    rm -rf "$work"
+  else
+    echo "mounts left under $chroot_dir: not removing $work" >&2
+  fi
+}
+trap cleanup EXIT
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "packaging: needs root (debootstrap, chroot)" >&2
+  echo "packaging: 0 passed, 1 failed"
+  exit 1
+fi
+bash "$root/deploy/setup.sh" build
+bash "$root/deploy/setup.sh" packaging
+
+# --- build --------------------------------------------------------------------
+log "build the packages"
+t=$(now)
+debs="$work/debs"
+bash "$root/deploy/debian/build.sh" "$debs"
+echo "packaging_build_seconds $(secs "$t") s"
+kmod_version="$(sed -nE 's/^PACKAGE_VERSION="([^"]+)"/\1/p' "$root/kmod/dkms.conf")"
+for p in blksnap-dkms blkfleet-agent blkfleet-server blkfleet-client; do
+  check "$p built" bash -c 'compgen -G "$1" >/dev/null' _ "$debs/${p}_*.deb"
+done
+deb() { compgen -G "$debs/${1}_*.deb" | head -1; }
+field() { dpkg-deb -f "$(deb "$1")" "$2"; }
+
+# --- package contents and metadata -------------------------------------------
+log "contents and metadata"
+check "agent Depends has the gRPC library (dpkg-shlibdeps)" grep -q 'libgrpc++' <<<"$(field blkfleet-agent Depends)"
+check "server Depends has gRPC, SQLite, zstd and adduser" \
+  bash -c 'grep -q "libgrpc++" <<<"$1" && grep -q libsqlite3 <<<"$1" && grep -q libzstd <<<"$1" && grep -q adduser <<<"$1"' _ "$(field blkfleet-server Depends)"
+check "blksnap-dkms Depends on dkms, is Architecture all" \
+  bash -c '[[ "$1" == *dkms* && "$2" == all ]]' _ "$(field blksnap-dkms Depends)" "$(field blksnap-dkms Architecture)"
+conffiles_of() { dpkg-deb --ctrl-tarfile "$(deb "$1")" | tar -xOf - ./conffiles 2>/dev/null || true; }
+check "agent.conf is a conffile" grep -qx /etc/blkfleet/agent.conf <<<"$(conffiles_of blkfleet-agent)"
+check "server.conf is a conffile" grep -qx /etc/blkfleet/server.conf <<<"$(conffiles_of blkfleet-server)"
+listing() { dpkg-deb -c "$(deb "$1")" | awk '{ print $6 }'; }
+check "dkms source tree in /usr/src/blksnap-$kmod_version" \
+  bash -c 'grep -qx "./usr/src/blksnap-$1/dkms.conf" <<<"$2" && grep -qx "./usr/src/blksnap-$1/blksnap/main.c" <<<"$2" && grep -qx "./usr/src/blksnap-$1/include/uapi/linux/blksnap.h" <<<"$2"' \
+  _ "$kmod_version" "$(listing blksnap-dkms)"
+check "agent ships its unit and modules-load.d/blksnap.conf" \
+  bash -c 'grep -qx ./lib/systemd/system/blkfleet-agent.service <<<"$1" && grep -qx ./usr/lib/modules-load.d/blksnap.conf <<<"$1"' _ "$(listing blkfleet-agent)"
+
+log "lintian"
+t=$(now)
+lint="$work/lintian.txt"
+lintian --tag-display-limit 0 --suppress-tags-from-file "$root/deploy/debian/lintian-overrides.txt" \
+  "$debs"/*.deb >"$lint" 2>&1 || true
+cat "$lint"
+echo "packaging_lintian_seconds $(secs "$t") s"
+echo "lintian_errors $(grep -c '^E: ' "$lint" || true) count"
+echo "lintian_warnings $(grep -c '^W: ' "$lint" || true) count"
+check "lintian: no errors" bash -c '! grep -q "^E: " "$1"' _ "$lint"
+
+# --- the units, statically ----------------------------------------------------
+log "systemd units"
+units="$work/units"
+for p in blkfleet-agent blkfleet-server; do dpkg-deb -x "$(deb "$p")" "$units"; done
+# systemd's own units (targets, modprobe@.service) for the references to resolve.
+cp -an /lib/systemd/system/. "$units/lib/systemd/system/"
+for u in blkfleet-server blkfleet-agent; do
+  # Any message (an unknown or unparsable setting is only a warning) fails.
+  rc=0
+  out="$(systemd-analyze verify --root="$units" "$units/lib/systemd/system/$u.service" 2>&1)" || rc=$?
+  [[ -z "$out" ]] || echo "$out"
+  check "systemd-analyze verify $u.service: clean (exit $rc)" test "$rc:$out" = "0:"
+  sec="$(systemd-analyze security --offline=yes --root="$units" "$units/lib/systemd/system/$u.service" 2>&1 | tail -1)"
+  score="$(grep -oE '[0-9]+\.[0-9]+' <<<"$sec" | head -1)"
+  echo "${u//-/_}_exposure ${score:-?} score (systemd-analyze security, 0 best, 10 worst)"
+  [[ "$u" != blkfleet-server ]] || server_exposure="$score"
+done
+check "server exposure below 2.0" awk -v s="$server_exposure" 'BEGIN { exit !(s != "" && s < 2.0) }'
+
+# --- a fresh Debian 12 --------------------------------------------------------
+log "debootstrap bookworm (minbase) from $mirror"
+t=$(now)
+debootstrap --variant=minbase bookworm "$chroot_dir" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+  { tail -20 "$work/debootstrap.log"; bad "debootstrap"; echo "packaging: $pass passed, $fail failed"; exit 1; }
+echo "debootstrap_seconds $(secs "$t") s"
+cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
+mount -t proc proc "$chroot_dir/proc"
+mkdir -p "$chroot_dir/tmp/debs"
+cp "$debs"/*.deb "$chroot_dir/tmp/debs/"
+
+log "apt install ./*.deb in the chroot"
+t=$(now)
+install_log="$work/install.log"
+# Without Recommends: linux-headers would make DKMS build the module here,
+# minutes of compiling that the kmod tests already cover.
+if (cd "$chroot_dir/tmp/debs" && DEBIAN_FRONTEND=noninteractive chroot "$chroot_dir" \
+  sh -c 'cd /tmp/debs && apt-get install -y -q --no-install-recommends ./*.deb') >"$install_log" 2>&1; then
+  ok "apt install ./*.deb"
+else
+  tail -40 "$install_log"
+  bad "apt install ./*.deb"
+  echo "packaging: $pass passed, $fail failed"
+  exit 1
+fi
+echo "apt_install_seconds $(secs "$t") s"
+grep -E 'blksnap-dkms|blkfleet-(agent|server)' "$install_log" | grep -v -e '^Get:' -e '^Selecting' -e '^Preparing' -e '^Unpacking' || true
+
+log "what the packages made"
+for p in blksnap-dkms blkfleet-agent blkfleet-server blkfleet-client; do
+  check "$p installed" bash -c '[[ "$(chroot "$1" dpkg-query -W -f="\${Status}" "$2")" == "install ok installed" ]]' _ "$chroot_dir" "$p"
+done
+pw="$(in_root getent passwd blkfleet || true)"
+check "system user blkfleet (uid < 1000, home /var/lib/blkfleet, no login shell)" \
+  bash -c 'IFS=: read -r _ _ uid _ _ home shell <<<"$1"; ((uid < 1000)) && [[ $home == /var/lib/blkfleet && $shell == */nologin ]]' _ "$pw"
+# Owners by name inside the chroot (the host does not know the user blkfleet).
+check "/var/lib/blkfleet blkfleet:blkfleet 750" test "$(in_root stat -c '%U:%G %a' /var/lib/blkfleet)" = "blkfleet:blkfleet 750"
+check "/var/lib/blkfleet-agent root 700" test "$(in_root stat -c '%U %a' /var/lib/blkfleet-agent)" = "root 700"
+check "/etc/blkfleet/pki root:blkfleet 750" test "$(in_root stat -c '%U:%G %a' /etc/blkfleet/pki)" = "root:blkfleet 750"
+for u in blkfleet-agent blkfleet-server; do
+  check "$u.service enabled (multi-user.target.wants)" test -L "$chroot_dir/etc/systemd/system/multi-user.target.wants/$u.service"
+done
+check "conffiles registered" bash -c 'grep -q /etc/blkfleet/agent.conf <<<"$1" && grep -q /etc/blkfleet/server.conf <<<"$1"' _ \
+  "$(in_root dpkg-query -W -f='${Conffiles}\n' blkfleet-agent blkfleet-server)"
+check "nothing started in the chroot" bash -c '! pgrep -f "^/usr/sbin/blkfleet-(agent|server)" >/dev/null || 
+  for p in $(pgrep -f "^/usr/sbin/blkfleet-(agent|server)"); do [[ "$(readlink "/proc/$p/root")" != "$1" ]] || exit 1; done' _ "$chroot_dir"
+check "dkms registered blksnap/$kmod_version" grep -q "^blksnap/$kmod_version" <<<"$(in_root dkms status 2>&1)"
+check "dkms postinst names the missing headers" grep -q 'no headers for kernel' "$install_log"
+
+# --- PKI and configuration as an operator would ---------------------------------
+log "PKI (blkfleet pki) and configuration"
+pki=/etc/blkfleet/pki
+in_root blkfleet pki init --dir "$pki" >/dev/null
+in_root blkfleet pki issue --dir "$pki" --kind server --name backup1 --san 127.0.0.1 >/dev/null
+in_root blkfleet pki issue --dir "$pki" --kind agent --name h1 --san 127.0.0.1 >/dev/null
+in_root blkfleet pki issue --dir "$pki" --kind operator --name alice --role admin >/dev/null
+in_root chgrp blkfleet "$pki/backup1.key"
+in_root chmod 0640 "$pki/backup1.key"
+check "pki: CA key 0600 root" test "$(stat -c '%U %a' "$chroot_dir$pki/ca.key")" = "root 600"
+
+# set_conf FILE KEY VALUE: edits one setting of an EnvironmentFile.
+set_conf() {
+  local f="$chroot_dir$1"
+  grep -q "^$2=" "$f" || { echo "no $2= in $1" >&2; return 1; }
+  sed -i "s|^$2=.*|$2=$3|" "$f"
+}
+set_conf /etc/blkfleet/server.conf LISTEN 127.0.0.1:0
+set_conf /etc/blkfleet/server.conf TLS_CERT "$pki/backup1.crt"
+set_conf /etc/blkfleet/server.conf TLS_KEY "$pki/backup1.key"
+set_conf /etc/blkfleet/server.conf EXTRA_ARGS "--port-file /var/lib/blkfleet/port"
+set_conf /etc/blkfleet/agent.conf BACKEND sim
+set_conf /etc/blkfleet/agent.conf LISTEN 127.0.0.1:0
+set_conf /etc/blkfleet/agent.conf TLS_CERT "$pki/h1.crt"
+set_conf /etc/blkfleet/agent.conf TLS_KEY "$pki/h1.key"
+set_conf /etc/blkfleet/agent.conf DIFF_STORAGE_LIMIT 64MiB
+set_conf /etc/blkfleet/agent.conf DEVICES ""
+set_conf /etc/blkfleet/agent.conf EXTRA_ARGS \
+  "--sim-dir /var/lib/blkfleet-agent/sim --sim-device vda=24MiB --hostname h1 --port-file /var/lib/blkfleet-agent/port"
+mkdir -p "$chroot_dir/var/lib/blkfleet-agent/sim"
+head -c $((24 << 20)) /dev/urandom >"$chroot_dir/var/lib/blkfleet-agent/sim/vda.img"
+
+# start UNIT LOG: runs the unit's ExecStart in the chroot; sets $started.
+start() {
+  local argv=()
+  mapfile -d '' argv < <(python3 "$root/tests/packaging/unit_argv.py" "$chroot_dir" "/lib/systemd/system/$1.service")
+  printf '%s: %s\n' "$1" "${argv[*]}"
+  chroot "$chroot_dir" "${argv[@]}" >"$2" 2>&1 &
+  started=$!
+  pids+=("$started")
+}
+wait_file() {
+  local _
+  for _ in $(seq 1 300); do
+    [[ -s "$1" ]] && { head -1 "$1"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+
+log "start the daemons as their units would"
+start blkfleet-server "$work/server.log"
+server_pid=$started
+start blkfleet-agent "$work/agent.log"
+agent_pid=$started
+server_port="$(wait_file "$chroot_dir/var/lib/blkfleet/port" || true)"
+agent_port="$(wait_file "$chroot_dir/var/lib/blkfleet-agent/port" || true)"
+check "blkfleet-server serves TLS (port ${server_port:-none})" test -n "$server_port"
+check "blkfleet-agent serves TLS (port ${agent_port:-none})" test -n "$agent_port"
+if [[ -z "$server_port" || -z "$agent_port" ]]; then
+  tail -20 "$work/server.log" "$work/agent.log"
+fi
+status_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+check "server runs as blkfleet" test "$(ps -o uid= -p "$server_pid" | tr -d ' ')" = "$(in_root id -u blkfleet)"
+check "server: no new privileges, empty bounding set" \
+  test "$(status_of "$server_pid" NoNewPrivs) $(status_of "$server_pid" CapBnd)" = "1 0000000000000000"
+check "agent: no new privileges, bounding set CAP_SYS_ADMIN only" \
+  test "$(status_of "$agent_pid" NoNewPrivs) $(status_of "$agent_pid" CapBnd)" = "1 0000000000200000"
+
+log "a backup and a restore through the packaged daemons"
+cli() {
+  chroot "$chroot_dir" env BLKFLEET_TLS_CA="$pki/ca.crt" BLKFLEET_TLS_CERT="$pki/alice.crt" \
+    BLKFLEET_TLS_KEY="$pki/alice.key" blkfleet --server "127.0.0.1:$server_port" "$@"
+}
+check "host add h1" cli host add h1 --agent "127.0.0.1:$agent_port" --device vda
+check "backup run h1 --wait" cli backup run h1 --wait
+backup_id="$(cli backup list --host h1 | awk 'NR > 1 { print $1; exit }')"
+check "backup listed (${backup_id:-none})" test -n "$backup_id"
+check "restore --wait" cli restore "$backup_id" --to /var/lib/blkfleet/h1-vda.img --wait
+check "restored image equals the device byte for byte" \
+  cmp "$chroot_dir/var/lib/blkfleet-agent/sim/vda.img" "$chroot_dir/var/lib/blkfleet/h1-vda.img"
+check "restored file owned by blkfleet" test "$(in_root stat -c %U /var/lib/blkfleet/h1-vda.img)" = blkfleet
+check "plaintext CLI refused by the TLS server" \
+  bash -c '! chroot "$1" blkfleet --insecure --server "127.0.0.1:$2" host list >/dev/null 2>&1' _ "$chroot_dir" "$server_port"
+
+log "stop (SIGTERM, as systemctl stop)"
+for p in "$server_pid" "$agent_pid"; do
+  kill -TERM "$p"
+  rc=0
+  wait "$p" || rc=$?
+  check "pid $p stopped cleanly on SIGTERM (exit $rc)" test "$rc" = 0
+done
+pids=()
+
+# --- purge --------------------------------------------------------------------
+log "apt purge"
+in_root dpkg-query -L blkfleet-agent blkfleet-server blkfleet-client blksnap-dkms 2>/dev/null | sort -u >"$work/files"
+purge_log="$work/purge.log"
+if DEBIAN_FRONTEND=noninteractive in_root apt-get purge -y -q blkfleet-agent blkfleet-server blkfleet-client blksnap-dkms >"$purge_log" 2>&1; then
+  ok "apt purge"
+else
+  tail -30 "$purge_log"
+  bad "apt purge"
+fi
+left="$(in_root dpkg-query -W -f='${Package} ${Status}\n' blkfleet-agent blkfleet-server blkfleet-client blksnap-dkms 2>/dev/null | grep -v 'not-installed' || true)"
+check "no package left in any state" test -z "$left"
+remaining=()
+while IFS= read -r f; do
+  [[ -n "$f" && "$f" != /. ]] || continue
+  if [[ -e "$chroot_dir$f" && ! -d "$chroot_dir$f" ]]; then remaining+=("$f"); fi
+done <"$work/files"
+check "every packaged file gone (${#remaining[@]} left: ${remaining[*]:0:5})" test "${#remaining[@]}" = 0
+check "conffiles gone" bash -c '! test -e "$1/etc/blkfleet/agent.conf" && ! test -e "$1/etc/blkfleet/server.conf"' _ "$chroot_dir"
+check "unit enablement gone" bash -c '! compgen -G "$1/etc/systemd/system/multi-user.target.wants/blkfleet-*" >/dev/null' _ "$chroot_dir"
+check "agent state folder gone" test ! -e "$chroot_dir/var/lib/blkfleet-agent"
+check "the server's backups kept, and said so" \
+  bash -c 'test -e "$1/var/lib/blkfleet/catalog.db" && grep -q "are kept" "$2"' _ "$chroot_dir" "$purge_log"
+check "dkms forgot blksnap" bash -c '! chroot "$1" dkms status 2>/dev/null | grep -q blksnap && ! test -e "$1/usr/src/blksnap-$2"' _ "$chroot_dir" "$kmod_version"
+
+echo "packaging: $pass passed, $fail failed"
+((fail == 0))
