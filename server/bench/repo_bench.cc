@@ -1,6 +1,11 @@
 // blkfleet-repo-bench: figures of the server's repository code that need no
 // agent. Prints "name value unit" lines:
 //   checksum_crc32_zlib_mb_s / checksum_crc32c_mb_s   4 MiB buffers, one core
+//   repo_ingest_mb_s / repo_ingest_vs_sha256   the server's chunk intake
+//                     (SHA-256 verify of each received chunk + durable store,
+//                     the backup job's thread and queue settings) over 256 MiB
+//                     of distinct incompressible 4 MiB chunks, and its ratio
+//                     to single-core SHA-256 of the same buffers in this run
 //   gc_chunks_per_s   a garbage collection over N chunk files (half of them
 //                     named by a committed backup's index, half unreferenced
 //                     and past the grace period)
@@ -12,14 +17,18 @@
 #include <zlib.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/sha256.h"
 #include "server/catalog/sqlite_catalog.h"
+#include "server/backup_job.h"
+#include "server/chunk_intake.h"
 #include "server/gc_job.h"
 
 namespace {
@@ -63,6 +72,59 @@ void ChecksumFigures() {
   for (int r = 0; r < rounds; ++r) sink = sink + blkfleet::Crc32c(buf);
   std::printf("checksum_crc32c_mb_s %.0f MB/s (hardware %d)\n", rounds * 4.194304 / Seconds(t0),
               blkfleet::Crc32cIsHardware() ? 1 : 0);
+}
+
+int IngestFigure(const std::string& dir) {
+  auto repo = blkfleet::repo::Repository::Open(dir + "/ingest");
+  if (!repo.ok()) return std::cerr << repo.status() << "\n", 1;
+  constexpr int kChunks = 64;
+  constexpr size_t kChunkSize = 4 << 20;
+  // Distinct incompressible chunks (xorshift), sent raw as an agent sends
+  // data zstd does not shrink.
+  std::vector<blkfleet::server::ReceivedChunk> chunks(kChunks);
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < kChunks; ++i) {
+    auto& c = chunks[i];
+    c.index = static_cast<uint64_t>(i);
+    c.length = kChunkSize;
+    c.encoding = blkfleet::type::v1::CHUNK_ENCODING_RAW;
+    c.data.resize(kChunkSize);
+    for (size_t o = 0; o < kChunkSize; o += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(c.data.data() + o, &x, 8);
+    }
+  }
+  // The physical limit: single-core SHA-256 of the same bytes.
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto& c : chunks) c.digest = blkfleet::Sha256(c.data);
+  const double sha_s = Seconds(t0);
+  const double mb = kChunks * kChunkSize / 1e6;
+  const blkfleet::server::BackupOptions defaults;
+  t0 = std::chrono::steady_clock::now();
+  {
+    blkfleet::server::ChunkIntake intake(&(*repo)->chunks(), defaults.intake_threads,
+                                         static_cast<size_t>(defaults.intake_queue));
+    for (auto& c : chunks) {
+      if (absl::Status s = intake.Submit(std::move(c)); !s.ok()) {
+        return std::cerr << s << "\n", 1;
+      }
+    }
+    if (absl::Status s = intake.Drain(); !s.ok()) return std::cerr << s << "\n", 1;
+    if (intake.chunks_stored() != kChunks) {
+      return std::cerr << "stored " << intake.chunks_stored() << " of " << kChunks << "\n", 1;
+    }
+  }
+  if (absl::Status s = (*repo)->chunks().SyncDirectories(); !s.ok()) {
+    return std::cerr << s << "\n", 1;
+  }
+  const double ingest_s = Seconds(t0);
+  std::printf("sha256_single_core_same_run_mb_s %.0f MB/s\n", mb / sha_s);
+  std::printf("repo_ingest_mb_s %.0f MB/s (%d threads)\n", mb / ingest_s,
+              defaults.intake_threads);
+  std::printf("repo_ingest_vs_sha256 %.2f ratio\n", sha_s / ingest_s);
+  return 0;
 }
 
 int GcFigure(const std::string& dir, int chunks) {
@@ -129,5 +191,6 @@ int main(int argc, char** argv) {
   const int chunks = argc > 2 ? std::atoi(argv[2]) : 100000;
   if (chunks < 2) return std::cerr << "CHUNKS must be at least 2\n", 2;
   ChecksumFigures();
+  if (int rc = IngestFigure(argv[1]); rc != 0) return rc;
   return GcFigure(argv[1], chunks);
 }
