@@ -5,7 +5,11 @@
 // makes the extraction fail naming the chunk, with no output file.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -163,6 +167,74 @@ TEST_F(RepoExtractTest, CorruptChunkIsNamedAndExtractionFailsWithoutOutput) {
   CommandResult ok = RunCommand({RestoreBin(), "--repo", Repo(), "extract", "--backup", b.id(),
                                  "--device", "vdb", "--output", dir_ + "/vdb.img"});
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+// The repository on a 64 MiB tmpfs (the catalog stays on the normal disk):
+// a full backup of 44 MiB fits, a second full of 32 MiB of new data does not.
+class FullDiskTest : public FleetTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "mounting a size-limited tmpfs needs root";
+    StartFleet({"vda=32MiB", "vdb=12MiB"});
+    RegisterHost({"vda", "vdb"});
+    // Move the (still empty) repository onto the tmpfs while the server is
+    // stopped, then start it again on the same catalog.
+    server_.stub.reset();
+    server_.process.Kill(SIGTERM);
+    const std::string old = server_.dir + "/data/repo-old";
+    std::filesystem::rename(Repo(), old);
+    std::filesystem::create_directory(Repo());
+    ASSERT_EQ(::mount("tmpfs", Repo().c_str(), "tmpfs", 0, "size=64m"), 0) << strerror(errno);
+    mounted_ = true;
+    std::filesystem::copy(old, Repo(), std::filesystem::copy_options::recursive);
+    ASSERT_TRUE(server_.Start().ok()) << server_.process.LogTail();
+  }
+  void TearDown() override {
+    server_.stub.reset();
+    server_.process.Kill(SIGTERM);
+    if (mounted_) ::umount2(Repo().c_str(), MNT_DETACH);
+    FleetTest::TearDown();
+  }
+  std::string Repo() const { return server_.dir + "/data/repo"; }
+  bool mounted_ = false;
+};
+
+TEST_F(FullDiskTest, FullRepositoryFailsTheBackupClearlyAndEarlierBackupsStayRestorable) {
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 32 * kMiB, 31).ok());
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 12 * kMiB, 32).ok());
+  auto first = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->state(), sv::JOB_STATE_SUCCEEDED) << first->error();
+
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 32 * kMiB, 33).ok());
+  auto second = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->state(), sv::JOB_STATE_FAILED);
+  EXPECT_NE(second->error().find("No space left on device"), std::string::npos)
+      << second->error();
+
+  sv::ListBackupsRequest lreq;
+  sv::ListBackupsResponse lresp;
+  ASSERT_TRUE(server_.stub->ListBackups(Ctx().get(), lreq, &lresp).ok());
+  ASSERT_EQ(lresp.backups_size(), 1) << "a failed backup became visible";
+  const sv::Backup& b = lresp.backups(0);
+  EXPECT_EQ(b.id(), first->backup_id());
+
+  // The earlier backup restores byte for byte, through the server (to a file
+  // off the full filesystem) and with blkfleet-restore.
+  for (const sv::BackupDevice& d : b.devices()) {
+    const std::string oracle = FileSha256(agent_.OracleImage(b.snapshot_id(), d.device()));
+    const std::string out = absl::StrCat(dir_, "/full-", d.device(), ".img");
+    auto r = RestoreAndWait(*server_.stub, b.id(), d.device(), out);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->state(), sv::JOB_STATE_SUCCEEDED) << r->error();
+    EXPECT_EQ(FileSha256(out), oracle) << d.device();
+    const std::string out2 = absl::StrCat(dir_, "/full-x-", d.device(), ".img");
+    CommandResult x = RunCommand({RestoreBin(), "--repo", Repo(), "extract", "--backup", b.id(),
+                                  "--device", d.device(), "--output", out2});
+    ASSERT_EQ(x.exit_code, 0) << x.output;
+    EXPECT_EQ(FileSha256(out2), oracle) << d.device();
+  }
 }
 
 }  // namespace
