@@ -15,7 +15,7 @@ build_pkgs=(
 kmod_pkgs=(
   build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils
   linux-image-amd64 linux-headers-amd64 linux-source-6.1
-  qemu-system-x86 busybox-static fio e2fsprogs
+  qemu-system-x86 busybox-static fio e2fsprogs python3
 )
 
 # Debian packages (deploy/debian/build.sh) and their test (tests/packaging).

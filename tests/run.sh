@@ -12,6 +12,8 @@
 #   tests/run.sh packaging       the Debian packages: built, lintian, units verified, installed
 #                                with apt on a debootstrap'ed Debian 12, daemons run as their
 #                                units would with `blkfleet pki` certificates, purged (~5 min)
+#   tests/run.sh e2e             the lab end to end (tests/e2e/run): QEMU guests with the
+#                                module and the agent, the server, mutual TLS (~10 min)
 #   tests/run.sh bench           the benchmarks (tests/bench/run.sh)
 set -euo pipefail
 
@@ -20,7 +22,7 @@ cd "$root"
 
 parts=("$@")
 if ((${#parts[@]} == 0)); then
-  parts=(unit conformance integration kmod packaging)
+  parts=(unit conformance integration kmod packaging e2e)
 fi
 
 preset="${BLKFLEET_TEST_PRESET:-asan}"
@@ -110,12 +112,16 @@ for part in "${parts[@]}"; do
       run_counted "conformance-vm-patched" tests/conformance/vm/run --patched
       ;;
     packaging) run_counted "packaging" tests/packaging/run.sh ;;
+    e2e)
+      bash deploy/setup.sh all
+      run_counted "e2e" tests/e2e/run
+      ;;
     bench)
       BLKFLEET_TEST_PRESET=release
       exec tests/bench/run.sh
       ;;
     *)
-      echo "unknown part: $part (unit|conformance|integration|kmod|packaging|bench)" >&2
+      echo "unknown part: $part (unit|conformance|integration|kmod|packaging|e2e|bench)" >&2
       exit 2
       ;;
   esac

@@ -124,7 +124,7 @@ boot() {
     -kernel "$(cat "$lab/kernel")" -initrd "$lab/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 no_timer_check rdinit=/init lab.host=$h" \
     -serial "file:$d/console.log" -serial "file:$d/serial.log" \
-    -netdev "user,id=n0,restrict=off,hostfwd=tcp:127.0.0.1:$(cat "$d/agent.port")-:7443,hostfwd=tcp:127.0.0.1:$(cat "$d/cmd.port")-:7000" \
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$(cat "$d/agent.port")-:7443,hostfwd=tcp:127.0.0.1:$(cat "$d/cmd.port")-:7000" \
     -device virtio-net-pci,netdev=n0 "${args[@]}" \
     -pidfile "$d/qemu.pid" -daemonize
 }
