@@ -265,9 +265,10 @@ class KernelImage final : public SnapshotImage {
     blksnap_snapshotinfo si{};
     if (BlksnapCtl(device_fd_, blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0 &&
         si.error_code != 0) {
-      return absl::AbortedError(absl::StrCat(path_, ": snapshot ", UuidText(shared_->id),
-                                             " is corrupted: ", std::strerror(-si.error_code),
-                                             " (", st.message(), ")"));
+      return absl::AbortedError(absl::StrCat(
+          path_, ": snapshot ", UuidText(shared_->id),
+          " is corrupted: ", si.error_code == -ENOSPC ? "difference storage overflow, " : "",
+          std::strerror(-si.error_code), " (", st.message(), ")"));
     }
     return st;
   }
@@ -755,8 +756,10 @@ void KernelBackend::WaitEvents(std::shared_ptr<SnapshotShared> shared) {
       for (const auto& d : devices_) {
         if (d->rdev == dev) e.device = d->path;
       }
-      e.message = absl::StrCat("snapshot ", UuidText(shared->id), " corrupted on ", e.device,
-                               ": ", std::strerror(-c.err_code));
+      // ENOSPC is how the module reports a full difference storage: name it.
+      e.message = absl::StrCat("snapshot ", UuidText(shared->id), " corrupted on ", e.device, ": ",
+                               c.err_code == -ENOSPC ? "difference storage overflow (" : "",
+                               std::strerror(-c.err_code), c.err_code == -ENOSPC ? ")" : "");
       absl::MutexLock lock(&shared->mu);
       if (shared->error_code == 0) {
         shared->error_code = c.err_code;
