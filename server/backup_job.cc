@@ -130,8 +130,14 @@ class BackupRun {
         pins_(ChunkPins::Hold(deps.pins)) {}
 
   absl::Status Execute();
+  // After a failed Execute: whether the failure lost the snapshot itself (the
+  // agent restarted or is unreachable), so that a new snapshot may succeed.
+  bool snapshot_lost() const { return snapshot_lost_; }
 
  private:
+  absl::Status Body();
+  // Asks the agent whether the job's snapshot still exists.
+  bool SnapshotGone();
   absl::Status CreateSnapshot();
   void DestroySnapshot();
   absl::Status Plan(DeviceWork& w);
@@ -153,6 +159,7 @@ class BackupRun {
   av1::Snapshot snapshot_;
   std::unique_ptr<LeaseKeeper> lease_;
   absl::Time start_time_;
+  bool snapshot_lost_ = false;
   absl::Mutex call_mu_;
   grpc::ClientContext* call_ ABSL_GUARDED_BY(call_mu_) = nullptr;
 };
@@ -497,16 +504,35 @@ absl::Status BackupRun::Commit(std::vector<DeviceWork>& work) {
   return absl::OkStatus();
 }
 
+bool BackupRun::SnapshotGone() {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::min(deps_.options.rpc_timeout, absl::Seconds(10)));
+  av1::GetSnapshotRequest req;
+  req.set_id(snapshot_.id());
+  av1::Snapshot resp;
+  grpc::Status s = stub_->GetSnapshot(&ctx, req, &resp);
+  return s.error_code() == grpc::StatusCode::NOT_FOUND ||
+         s.error_code() == grpc::StatusCode::UNAVAILABLE;
+}
+
 absl::Status BackupRun::Execute() {
   start_time_ = deps_.clock->Now();
   ctx_.SetPhase("snapshot");
-  BLKFLEET_RETURN_IF_ERROR(CreateSnapshot());
+  if (absl::Status s = CreateSnapshot(); !s.ok()) {
+    snapshot_lost_ = absl::IsUnavailable(s);  // the agent is restarting or unreachable
+    return s;
+  }
   lease_ = std::make_unique<LeaseKeeper>(stub_, snapshot_.id(), deps_.options);
   struct Cleanup {
     BackupRun* run;
     ~Cleanup() { run->DestroySnapshot(); }
   } cleanup{this};
+  absl::Status s = Body();
+  if (!s.ok() && !absl::IsCancelled(s)) snapshot_lost_ = SnapshotGone();
+  return s;
+}
 
+absl::Status BackupRun::Body() {
   std::vector<DeviceWork> work(req_.devices.size());
   uint64_t bytes_total = 0, chunks_total = 0;
   for (size_t i = 0; i < work.size(); ++i) {
@@ -529,8 +555,32 @@ absl::Status BackupRun::Execute() {
 }  // namespace
 
 absl::Status RunBackup(const BackupDeps& deps, const BackupRequest& request, JobContext& ctx) {
-  BackupRun run(deps, request, ctx);
-  absl::Status s = run.Execute();
+  absl::Status s;
+  absl::Duration backoff = deps.options.snapshot_retry_backoff;
+  for (int attempt = 1;; ++attempt) {
+    // The agent may be back on another address (re-registered host).
+    BackupRequest req = request;
+    if (attempt > 1) {
+      if (auto host = deps.catalog->GetHost(request.host.name()); host.ok()) req.host = *host;
+    }
+    BackupRun run(deps, req, ctx);
+    s = run.Execute();
+    if (s.ok() || absl::IsCancelled(s) || !run.snapshot_lost() ||
+        attempt >= deps.options.max_snapshot_attempts) {
+      break;
+    }
+    // Chunks stored by the lost attempt stay in the store (gc removes them
+    // if nothing ends up using them); a new snapshot starts over.
+    std::cerr << "job " << ctx.id() << ": attempt " << attempt << " lost its snapshot (" << s
+              << "); new snapshot in " << absl::FormatDuration(backoff) << "\n";
+    ctx.AddAttempt();
+    ctx.SetPhase(absl::StrCat("retrying after: ", s.message()));
+    for (absl::Time until = absl::Now() + backoff; absl::Now() < until && !ctx.cancelled();) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
+    backoff = std::min(backoff * 2, absl::Seconds(30));
+  }
   if (!s.ok() && !absl::IsCancelled(s)) {
     return absl::Status(s.code(), absl::StrCat("backup of host ", request.host.name(),
                                                " failed: ", std::string(s.message())));

@@ -27,6 +27,11 @@ struct BackupOptions {
   // Verification and storage threads, and chunks queued for them.
   int intake_threads = 2;
   int intake_queue = 6;
+  // Attempts of the whole backup, each with a new snapshot, when an attempt
+  // lost its snapshot (agent restarted or unreachable); the pause before the
+  // second doubles up to 30 s.
+  int max_snapshot_attempts = 3;
+  absl::Duration snapshot_retry_backoff = absl::Seconds(2);
   // Deadline of unary calls to the agent.
   absl::Duration rpc_timeout = absl::Seconds(30);
 };

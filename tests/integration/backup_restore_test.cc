@@ -206,6 +206,44 @@ TEST_F(BackupRestoreTest, AgentKilledMidStreamCommitsNothingAndNextBackupWorks) 
   ExpectRestoresMatchSnapshot(GetBackup(again->backup_id()));
 }
 
+TEST_F(BackupRestoreTest, AgentRestartedMidStreamJobRetriesWithANewSnapshotAndSucceeds) {
+  agent_.process.Kill(SIGKILL);
+  agent_.dir = dir_ + "/h1-big";
+  agent_.devices = {"vda=256MiB"};
+  ASSERT_TRUE(agent_.Start().ok()) << agent_.process.LogTail();
+  RegisterHost({"vda"});
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 256 * kMiB, 43).ok());
+
+  sv::RunBackupRequest req;
+  req.set_host("h1");
+  sv::Job job;
+  ASSERT_TRUE(server_.stub->RunBackup(Ctx().get(), req, &job).ok());
+  bool killed = false;
+  for (int i = 0; i < 2000 && !killed; ++i) {
+    sv::GetJobRequest g;
+    g.set_id(job.id());
+    sv::Job now;
+    ASSERT_TRUE(server_.stub->GetJob(Ctx().get(), g, &now).ok());
+    if (now.state() != sv::JOB_STATE_PENDING && now.state() != sv::JOB_STATE_RUNNING) break;
+    if (now.progress().chunks_done() >= 1) {
+      agent_.process.Kill(SIGKILL);
+      killed = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(killed) << "the backup ended before the agent could be killed mid-stream";
+  // The agent comes back on its address, as a service manager restarts it,
+  // while the job waits to try again. Its snapshots died with it.
+  ASSERT_TRUE(agent_.Start(agent_.address).ok()) << agent_.process.LogTail();
+
+  auto ended = WaitJob(*server_.stub, job.id(), 300);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  ASSERT_EQ(ended->state(), sv::JOB_STATE_SUCCEEDED) << ended->error();
+  EXPECT_GE(ended->attempts(), 1u) << "the job should say it retried";
+  EXPECT_EQ(CountBackups(), 1);
+  ExpectRestoresMatchSnapshot(GetBackup(ended->backup_id()));
+}
+
 TEST_F(BackupRestoreTest, NewCbtGenerationReadsEverythingButSendsOnlyNewData) {
   ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 64 * kMiB, 51).ok());
   auto first = RunBackupAndWait(*server_.stub, "h1", {"vda"});

@@ -58,14 +58,14 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds) {
   return ctx;
 }
 
-absl::Status SimAgent::Start() {
+absl::Status SimAgent::Start(const std::string& listen) {
   std::filesystem::create_directories(dir + "/sim");
   std::filesystem::create_directories(dir + "/oracle");
   std::filesystem::create_directories(dir + "/diff");
   std::string port_file = dir + "/agent.port";
   std::filesystem::remove(port_file);
   std::vector<std::string> argv = {Binaries::Agent(),
-                                   "--listen", "127.0.0.1:0",
+                                   "--listen", listen,
                                    "--port-file", port_file,
                                    "--backend", "sim",
                                    "--sim-dir", dir + "/sim",

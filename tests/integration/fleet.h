@@ -32,9 +32,9 @@ struct SimAgent {
   std::unique_ptr<agent::v1::Agent::Stub> agent;
   std::unique_ptr<agent::simtest::v1::SimWorkload::Stub> workload;
 
-  // Starts (or restarts) the agent on a fresh port; the sim dir (device
-  // contents) survives restarts.
-  absl::Status Start();
+  // Starts (or restarts) the agent on a fresh port, or on `listen` when
+  // given ("127.0.0.1:PORT"); the sim dir (device contents) survives restarts.
+  absl::Status Start(const std::string& listen = "127.0.0.1:0");
   std::string OracleImage(const std::string& snapshot_id, const std::string& device) const;
 };
 
