@@ -1,5 +1,7 @@
 #include "client/cli.h"
 
+#include <fstream>
+#include <iterator>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -8,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "blkfleet/server/v1/server.grpc.pb.h"
 #include "client/format.h"
 #include "client/pki.h"
@@ -94,6 +97,9 @@ class Cli {
   int Restore();
   int BackupVerify();
   int CollectGarbage();
+  int PolicyApply();
+  int PolicyList(bool document);
+  int BackupProtect(bool on);
   int JobList();
   int JobShow();
   int JobCancel();
@@ -284,6 +290,77 @@ int Cli::CollectGarbage() {
   return Started(job, wait_);
 }
 
+int Cli::PolicyApply() {
+  std::ifstream in(to_);
+  if (!in) {
+    io_.err << "blkfleet: cannot open policy file " << to_ << "\n";
+    return kFail;
+  }
+  v1::ApplyPoliciesRequest req;
+  req.set_document(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  req.set_dry_run(dry_run_);
+  v1::ApplyPoliciesResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().ApplyPolicies(&ctx, req, &resp);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(resp);
+  } else {
+    io_.out << (dry_run_ ? "valid: " : "applied: ") << resp.policies_size() << " policies\n";
+    for (const auto& p : resp.policies()) {
+      io_.out << "  " << p.name() << ": " << p.host_group() << " / " << p.device_set() << " at '"
+              << p.schedule() << "' " << p.time_zone() << "\n";
+    }
+  }
+  return 0;
+}
+
+int Cli::PolicyList(bool document) {
+  v1::ListPoliciesResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().ListPolicies(&ctx, v1::ListPoliciesRequest(), &resp);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(resp);
+    return 0;
+  }
+  if (document) {
+    io_.out << resp.document();
+    return 0;
+  }
+  for (const auto& p : resp.policies()) {
+    io_.out << p.name() << ": hosts " << p.hosts_size() << " (" << p.host_group() << "), devices "
+            << p.device_set() << ", cron '" << p.schedule() << "' " << p.time_zone() << "\n";
+  }
+  for (const auto& t : resp.targets()) {
+    io_.out << "  " << t.policy() << " " << t.host() << ": next "
+            << (t.has_next_run_time() ? absl::FormatTime(absl::FromUnixSeconds(t.next_run_time().seconds()))
+                                      : std::string("-"))
+            << ", last lag " << t.last_lag_ms() << " ms, attempt " << t.attempt() << ", "
+            << (t.last_result().empty() ? std::string("not run yet") : t.last_result()) << "\n";
+  }
+  return 0;
+}
+
+int Cli::BackupProtect(bool on) {
+  v1::ProtectBackupRequest req;
+  req.set_id(backup_id_);
+  req.set_protected_(on);
+  v1::Backup b;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().ProtectBackup(&ctx, req, &b);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(b);
+  } else {
+    io_.out << "backup " << b.id() << (b.protected_() ? ": protected\n" : ": not protected\n");
+  }
+  return 0;
+}
+
 int Cli::JobList() {
   v1::ListJobsRequest req;
   req.set_host(host_filter_);
@@ -379,6 +456,24 @@ int Cli::Run(const std::vector<std::string>& args) {
   verify->add_option("BACKUP_ID", backup_id_, "backup id")->required();
   verify->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
   verify->callback([&] { rc = BackupVerify(); });
+
+  auto* protect = backup->add_subcommand("protect", "keep a backup from prune");
+  protect->add_option("BACKUP_ID", backup_id_, "backup id")->required();
+  protect->callback([&] { rc = BackupProtect(true); });
+  auto* unprotect = backup->add_subcommand("unprotect", "let prune remove a backup again");
+  unprotect->add_option("BACKUP_ID", backup_id_, "backup id")->required();
+  unprotect->callback([&] { rc = BackupProtect(false); });
+
+  auto* policy = app.add_subcommand("policy", "schedules, retention and device sets (docs/policies.md)");
+  policy->require_subcommand(1);
+  auto* papply = policy->add_subcommand("apply", "validate and apply a policy document (YAML)");
+  papply->add_option("FILE", to_, "policy document")->required();
+  papply->add_flag("--dry-run", dry_run_, "validate only");
+  papply->callback([&] { rc = PolicyApply(); });
+  policy->add_subcommand("list", "the applied policies and each target's schedule state")
+      ->callback([&] { rc = PolicyList(false); });
+  policy->add_subcommand("show", "print the applied policy document")
+      ->callback([&] { rc = PolicyList(true); });
 
   auto* gc = app.add_subcommand(
       "gc", "remove chunk files no backup uses (older than the server's --gc-grace)");

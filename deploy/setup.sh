@@ -10,7 +10,7 @@ build_pkgs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
   libbenchmark-dev libzstd-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
-  libyaml-cpp-dev
+  libyaml-cpp-dev tzdata
 )
 kmod_pkgs=(
   build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils

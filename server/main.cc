@@ -4,7 +4,9 @@
 #include <malloc.h>
 #include <signal.h>
 
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -18,6 +20,7 @@
 #include "server/catalog/sqlite_catalog.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
+#include "server/scheduler.h"
 #include "server/server_service.h"
 
 namespace {
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
   bool insecure = false;
   blkfleet::tls::TlsFiles tls_files;
   std::string gc_grace_text = "24h";
+  std::string policy_file;
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
@@ -52,6 +56,9 @@ int main(int argc, char** argv) {
                  "garbage collection keeps unreferenced chunk files younger than this "
                  "(e.g. 24h, 90m, 30s)")
       ->capture_default_str();
+  app.add_option("--policy-file", policy_file,
+                 "apply this policy document (YAML, docs/policies.md) at start; a bad "
+                 "document stops the server");
   CLI11_PARSE(app, argc, argv);
   absl::Duration gc_grace;
   if (!absl::ParseDuration(gc_grace_text, &gc_grace) || gc_grace < absl::ZeroDuration()) {
@@ -110,6 +117,29 @@ int main(int argc, char** argv) {
   blkfleet::server::BackupOptions options;
   blkfleet::server::ServerService service(catalog->get(), repo->get(), &agents, jobs.get(),
                                           blkfleet::Clock::Real(), options, gc_grace);
+  blkfleet::server::ServerService* svc = &service;
+  blkfleet::server::JobManager* job_manager = jobs.get();
+  auto scheduler = std::make_unique<blkfleet::server::Scheduler>(
+      catalog->get(), blkfleet::Clock::Real(),
+      [svc](const std::string& host, const std::vector<std::string>& devices) {
+        blkfleet::server::v1::RunBackupRequest req;
+        req.set_host(host);
+        for (const auto& d : devices) req.add_devices(d);
+        return svc->StartBackup(req);
+      },
+      [job_manager](const std::string& id) { return job_manager->Get(id); });
+  if (absl::Status s = scheduler->LoadStored(); !s.ok()) return Fail(s.ToString());
+  if (!policy_file.empty()) {
+    std::ifstream in(policy_file);
+    if (!in) return Fail(absl::StrCat("--policy-file ", policy_file, ": cannot open"));
+    std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto applied = scheduler->Apply(doc, /*dry_run=*/false);
+    if (!applied.ok()) {
+      return Fail(absl::StrCat("--policy-file ", policy_file, ": ", applied.status().message()));
+    }
+  }
+  service.SetScheduler(scheduler.get());
+  scheduler->Start();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -132,6 +162,7 @@ int main(int argc, char** argv) {
   std::cerr << "blkfleet-server: signal " << sig << ", shutting down\n";
   // Running jobs are cancelled (nothing partial is committed), then the
   // service stops.
+  scheduler->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   jobs.reset();
   return 0;

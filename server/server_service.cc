@@ -136,16 +136,16 @@ grpc::Status ServerService::DeleteHost(grpc::ServerContext*, const v1::DeleteHos
   return grpc::Status::OK;
 }
 
-grpc::Status ServerService::RunBackup(grpc::ServerContext*, const v1::RunBackupRequest* req,
-                                      v1::Job* resp) {
-  RETURN_IF_BAD(ValidateHostName(req->host(), "host"));
+absl::StatusOr<v1::Job> ServerService::StartBackup(const v1::RunBackupRequest& r) {
+  const v1::RunBackupRequest* req = &r;
+  BLKFLEET_RETURN_IF_ERROR(ValidateHostName(req->host(), "host"));
   const uint32_t cs = req->chunk_size_bytes();
   if (cs != 0 && (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)) != 0)) {
-    return ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("chunk_size_bytes ", cs, " must be a power of two from 64 KiB to 64 MiB")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_size_bytes ", cs, " must be a power of two from 64 KiB to 64 MiB"));
   }
   auto host = catalog_->GetHost(req->host());
-  RETURN_IF_BAD(host.status());
+  BLKFLEET_RETURN_IF_ERROR(host.status());
   BackupRequest br;
   br.host = *host;
   br.chunk_size_bytes = cs;
@@ -153,23 +153,28 @@ grpc::Status ServerService::RunBackup(grpc::ServerContext*, const v1::RunBackupR
   std::set<std::string> seen;
   const auto& devices = req->devices_size() > 0 ? req->devices() : host->default_devices();
   for (const auto& d : devices) {
-    if (d.empty()) return ToGrpcStatus(absl::InvalidArgumentError("devices holds an empty name"));
+    if (d.empty()) return absl::InvalidArgumentError("devices holds an empty name");
     if (!seen.insert(d).second) {
-      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("devices lists ", d, " twice")));
+      return absl::InvalidArgumentError(absl::StrCat("devices lists ", d, " twice"));
     }
     br.devices.push_back(d);
   }
   if (br.devices.empty()) {
-    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-        "devices: none given and host ", req->host(), " has no default devices")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "devices: none given and host ", req->host(), " has no default devices"));
   }
   v1::Job job;
   job.set_kind(v1::JOB_KIND_BACKUP);
   job.set_host(req->host());
   BackupDeps deps{catalog_, repo_, agents_, clock_, backup_options_, &pins_};
-  auto started = jobs_->Start(job, absl::StrCat("backup:", req->host()),
-                              absl::StrCat("a backup of host ", req->host(), " is already running"),
-                              [deps, br](JobContext& ctx) { return server::RunBackup(deps, br, ctx); });
+  return jobs_->Start(job, absl::StrCat("backup:", req->host()),
+                      absl::StrCat("a backup of host ", req->host(), " is already running"),
+                      [deps, br](JobContext& ctx) { return server::RunBackup(deps, br, ctx); });
+}
+
+grpc::Status ServerService::RunBackup(grpc::ServerContext*, const v1::RunBackupRequest* req,
+                                      v1::Job* resp) {
+  auto started = StartBackup(*req);
   RETURN_IF_BAD(started.status());
   *resp = *started;
   return grpc::Status::OK;
@@ -196,9 +201,13 @@ grpc::Status ServerService::GetBackup(grpc::ServerContext*, const v1::GetBackupR
   return grpc::Status::OK;
 }
 
-grpc::Status ServerService::ProtectBackup(grpc::ServerContext*, const v1::ProtectBackupRequest*,
-                                          v1::Backup*) {
-  return Unimplemented("backup protection");
+grpc::Status ServerService::ProtectBackup(grpc::ServerContext*,
+                                          const v1::ProtectBackupRequest* req, v1::Backup* resp) {
+  RETURN_IF_BAD(ValidateId(req->id(), "id"));
+  auto b = catalog_->SetBackupProtected(req->id(), req->protected_());
+  RETURN_IF_BAD(b.status());
+  *resp = *b;
+  return grpc::Status::OK;
 }
 
 grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreRequest* req,
@@ -313,14 +322,61 @@ grpc::Status ServerService::CollectGarbage(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPoliciesRequest*,
-                                         v1::ListPoliciesResponse*) {
-  return Unimplemented("policies and scheduler");
+namespace {
+
+void Summarize(const PolicySet& set, const Policy& p, v1::PolicySummary* out) {
+  out->set_name(p.name);
+  out->set_host_group(p.host_group);
+  out->set_device_set(p.device_set);
+  for (const auto& d : set.device_sets.at(p.device_set).devices) out->add_devices(d);
+  out->set_schedule(p.schedule.text());
+  out->set_time_zone(p.time_zone);
+  out->set_prune_after_backup(p.prune_after_backup);
 }
 
-grpc::Status ServerService::ApplyPolicies(grpc::ServerContext*, const v1::ApplyPoliciesRequest*,
-                                          v1::ApplyPoliciesResponse*) {
-  return Unimplemented("policies and scheduler");
+}  // namespace
+
+grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPoliciesRequest*,
+                                         v1::ListPoliciesResponse* resp) {
+  if (!scheduler_) return Unimplemented("policies and scheduler");
+  std::optional<PolicySet> set = scheduler_->Policies();
+  if (set) {
+    resp->set_document(set->document);
+    for (const auto& p : set->policies) {
+      v1::PolicySummary* ps = resp->add_policies();
+      Summarize(*set, p, ps);
+      for (const auto& h : scheduler_->HostsOf(p.name)) ps->add_hosts(h);
+    }
+  }
+  for (const auto& st : scheduler_->Targets()) {
+    v1::PolicyTarget* t = resp->add_targets();
+    t->set_policy(st.policy);
+    t->set_host(st.host);
+    auto ts = [](int64_t us, google::protobuf::Timestamp* out) {
+      if (us != 0) SetTimestamp(absl::FromUnixMicros(us), out);
+    };
+    if (st.next_slot_us) ts(st.next_slot_us, t->mutable_next_run_time());
+    if (st.last_slot_us) ts(st.last_slot_us, t->mutable_last_slot_time());
+    if (st.last_start_us) ts(st.last_start_us, t->mutable_last_start_time());
+    if (st.retry_at_us) ts(st.retry_at_us, t->mutable_retry_time());
+    t->set_last_lag_ms(st.last_lag_ms);
+    t->set_missed_slots(static_cast<uint32_t>(st.missed_slots));
+    t->set_job_id(st.job_id);
+    t->set_running(st.running);
+    t->set_attempt(static_cast<uint32_t>(st.attempt));
+    t->set_last_result(st.last_result);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::ApplyPolicies(grpc::ServerContext*,
+                                          const v1::ApplyPoliciesRequest* req,
+                                          v1::ApplyPoliciesResponse* resp) {
+  if (!scheduler_) return Unimplemented("policies and scheduler");
+  auto set = scheduler_->Apply(req->document(), req->dry_run());
+  RETURN_IF_BAD(set.status());
+  for (const auto& p : set->policies) Summarize(*set, p, resp->add_policies());
+  return grpc::Status::OK;
 }
 
 grpc::Status ServerService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,

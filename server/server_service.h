@@ -8,6 +8,7 @@
 #include "server/chunk_pins.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
+#include "server/scheduler.h"
 
 namespace blkfleet::server {
 
@@ -49,6 +50,12 @@ class ServerService final : public v1::Server::Service {
                         grpc::ServerWriter<v1::Job>*) override;
   grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
 
+  // The scheduler behind ApplyPolicies/ListPolicies (null: those answer
+  // UNIMPLEMENTED). Set before serving.
+  void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
+  // Validates `req` and starts its backup job (RunBackup and the scheduler).
+  absl::StatusOr<v1::Job> StartBackup(const v1::RunBackupRequest& req);
+
  private:
   // Fills agent_version and backend of `hosts` from the agents that answer
   // within a short deadline (asked in parallel).
@@ -63,6 +70,7 @@ class ServerService final : public v1::Server::Service {
   const absl::Duration gc_grace_;
   // Chunks of running backups, kept from garbage collection.
   ChunkPins pins_;
+  Scheduler* scheduler_ = nullptr;
 };
 
 }  // namespace blkfleet::server

@@ -23,6 +23,24 @@ struct DeviceBackupRef {
   v1::BackupDevice device;
 };
 
+// The scheduler's record of one policy target (policy, host): survives a
+// restart so that no run is lost or repeated. Times in microseconds since the
+// Unix epoch, 0 when unset.
+struct ScheduleState {
+  std::string policy;
+  std::string host;
+  int64_t next_slot_us = 0;   // the next slot to run
+  int64_t last_slot_us = 0;   // the slot the last run stood for
+  int64_t last_start_us = 0;  // when its job started
+  int64_t retry_at_us = 0;    // a failed run's retry is due then
+  std::string job_id;         // the job of the current or last run
+  bool running = false;       // job_id has not ended yet
+  int attempt = 0;            // runs of last_slot so far
+  int64_t last_lag_ms = 0;    // last start minus its slot
+  int missed_slots = 0;       // slots folded into the last run after downtime
+  std::string last_result;    // "succeeded", or why the last run failed
+};
+
 // One page of a list: `offset` items skipped, at most `limit` returned.
 struct PageRequest {
   int64_t offset = 0;
@@ -82,6 +100,16 @@ class Catalog {
   // Marks every PENDING or RUNNING job FAILED with `reason` (at start-up: a
   // job of a previous process cannot be running). Returns how many.
   virtual absl::StatusOr<int> FailUnfinishedJobs(const std::string& reason) = 0;
+
+  // The applied policy document (YAML), replacing the previous one; nullopt
+  // from Load when none was ever applied.
+  virtual absl::Status SavePolicyDocument(const std::string& document) = 0;
+  virtual absl::StatusOr<std::optional<std::string>> LoadPolicyDocument() = 0;
+  // Inserts or replaces the state of (state.policy, state.host).
+  virtual absl::Status PutScheduleState(const ScheduleState& state) = 0;
+  // By policy, then host.
+  virtual absl::StatusOr<std::vector<ScheduleState>> ListScheduleStates() = 0;
+  virtual absl::Status DeleteScheduleState(const std::string& policy, const std::string& host) = 0;
 };
 
 }  // namespace blkfleet::catalog

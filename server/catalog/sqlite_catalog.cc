@@ -221,6 +221,27 @@ CREATE INDEX jobs_by_host ON jobs (host, id);
       {2, R"sql(
 ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '';
 )sql"},
+      {3, R"sql(
+CREATE TABLE policy_document (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  document TEXT NOT NULL
+);
+CREATE TABLE schedule_state (
+  policy TEXT NOT NULL,
+  host TEXT NOT NULL,
+  next_slot_us INTEGER NOT NULL,
+  last_slot_us INTEGER NOT NULL,
+  last_start_us INTEGER NOT NULL,
+  retry_at_us INTEGER NOT NULL,
+  job_id TEXT NOT NULL,
+  running INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  last_lag_ms INTEGER NOT NULL,
+  missed_slots INTEGER NOT NULL,
+  last_result TEXT NOT NULL,
+  PRIMARY KEY (policy, host)
+);
+)sql"},
   };
   return kMigrations;
 }
@@ -616,6 +637,70 @@ absl::StatusOr<int> SqliteCatalog::FailUnfinishedJobs(const std::string& reason)
   s.Bind(3, v1::JOB_STATE_PENDING).Bind(4, v1::JOB_STATE_RUNNING);
   BLKFLEET_RETURN_IF_ERROR(s.Run());
   return sqlite3_changes(db_);
+}
+
+absl::Status SqliteCatalog::SavePolicyDocument(const std::string& document) {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "INSERT OR REPLACE INTO policy_document (id, document) VALUES (1, ?)");
+  s.Bind(1, document);
+  return s.Run();
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteCatalog::LoadPolicyDocument() {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "SELECT document FROM policy_document WHERE id = 1");
+  BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(s.Text(0));
+}
+
+absl::Status SqliteCatalog::PutScheduleState(const ScheduleState& st) {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO schedule_state (policy, host, next_slot_us, last_slot_us, "
+         "last_start_us, retry_at_us, job_id, running, attempt, last_lag_ms, missed_slots, "
+         "last_result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  s.Bind(1, st.policy).Bind(2, st.host).Bind(3, st.next_slot_us).Bind(4, st.last_slot_us);
+  s.Bind(5, st.last_start_us).Bind(6, st.retry_at_us).Bind(7, st.job_id);
+  s.Bind(8, int64_t{st.running}).Bind(9, int64_t{st.attempt}).Bind(10, st.last_lag_ms);
+  s.Bind(11, int64_t{st.missed_slots}).Bind(12, st.last_result);
+  return s.Run();
+}
+
+absl::StatusOr<std::vector<ScheduleState>> SqliteCatalog::ListScheduleStates() {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_,
+         "SELECT policy, host, next_slot_us, last_slot_us, last_start_us, retry_at_us, job_id, "
+         "running, attempt, last_lag_ms, missed_slots, last_result FROM schedule_state "
+         "ORDER BY policy, host");
+  std::vector<ScheduleState> out;
+  while (true) {
+    BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ScheduleState st;
+    st.policy = s.Text(0);
+    st.host = s.Text(1);
+    st.next_slot_us = s.Int(2);
+    st.last_slot_us = s.Int(3);
+    st.last_start_us = s.Int(4);
+    st.retry_at_us = s.Int(5);
+    st.job_id = s.Text(6);
+    st.running = s.Int(7) != 0;
+    st.attempt = static_cast<int>(s.Int(8));
+    st.last_lag_ms = s.Int(9);
+    st.missed_slots = static_cast<int>(s.Int(10));
+    st.last_result = s.Text(11);
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+absl::Status SqliteCatalog::DeleteScheduleState(const std::string& policy,
+                                                const std::string& host) {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "DELETE FROM schedule_state WHERE policy = ? AND host = ?");
+  s.Bind(1, policy).Bind(2, host);
+  return s.Run();
 }
 
 }  // namespace blkfleet::catalog

@@ -56,6 +56,11 @@ class SqliteCatalog final : public Catalog {
   absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& host,
                                                 const PageRequest& page) override;
   absl::StatusOr<int> FailUnfinishedJobs(const std::string& reason) override;
+  absl::Status SavePolicyDocument(const std::string& document) override;
+  absl::StatusOr<std::optional<std::string>> LoadPolicyDocument() override;
+  absl::Status PutScheduleState(const ScheduleState& state) override;
+  absl::StatusOr<std::vector<ScheduleState>> ListScheduleStates() override;
+  absl::Status DeleteScheduleState(const std::string& policy, const std::string& host) override;
 
  private:
   explicit SqliteCatalog(sqlite3* db);

@@ -542,8 +542,14 @@ TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
     expect(stub_->Prune(&c, v1::PruneRequest(), &j), "prune");
   }
   {
-    grpc::ClientContext c;
-    expect(stub_->ProtectBackup(&c, v1::ProtectBackupRequest(), &b), "backup protection");
+    // Protection is implemented: an unknown backup is NOT_FOUND, no id is
+    // INVALID_ARGUMENT.
+    grpc::ClientContext c1, c2;
+    v1::ProtectBackupRequest req;
+    EXPECT_EQ(stub_->ProtectBackup(&c1, req, &b).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    req.set_id("999");
+    req.set_protected_(true);
+    EXPECT_EQ(stub_->ProtectBackup(&c2, req, &b).error_code(), grpc::StatusCode::NOT_FOUND);
   }
   {
     grpc::ClientContext c;
