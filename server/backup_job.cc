@@ -1,4 +1,5 @@
 #include "server/backup_job.h"
+#include "server/crash_point.h"
 
 #include <algorithm>
 #include <atomic>
@@ -468,6 +469,7 @@ absl::Status BackupRun::Stream(DeviceWork& w) {
 absl::Status BackupRun::Commit(std::vector<DeviceWork>& work) {
   ctx_.SetPhase("commit");
   // Every chunk an index will name must be durable before the index is.
+  CrashPoint("backup.before_chunk_sync");
   BLKFLEET_RETURN_IF_ERROR(deps_.repo->chunks().SyncDirectories());
   BLKFLEET_ASSIGN_OR_RETURN(std::string id, deps_.catalog->AllocateBackupId());
   v1::Backup b;
@@ -494,9 +496,11 @@ absl::Status BackupRun::Commit(std::vector<DeviceWork>& work) {
     d->set_bytes_read(w.bytes_read);
     d->set_bytes_received(w.bytes_received);
     d->set_index_sha256(DigestToBytes(sha));
+    CrashPoint("backup.after_index");
   }
   SetTimestamp(now, b.mutable_end_time());
   BLKFLEET_ASSIGN_OR_RETURN(Sha256Digest manifest_sha, deps_.repo->WriteManifest(b));
+  CrashPoint("backup.before_catalog_commit");
   BLKFLEET_RETURN_IF_ERROR(CheckAlive());
   // The commit point: from here on the backup exists.
   BLKFLEET_RETURN_IF_ERROR(deps_.catalog->CommitBackup(b, manifest_sha));

@@ -1,4 +1,5 @@
 #include "server/chunk_intake.h"
+#include "server/crash_point.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -95,6 +96,7 @@ absl::Status ChunkIntake::Process(ReceivedChunk& c, ZstdCodec& codec, std::strin
   }
   auto put = store_->Put(c.digest, c.length, enc, c.data);
   if (!put.ok()) return put.status();
+  CrashPoint("backup.after_chunk_write");
   if (*put) {
     absl::MutexLock l(&mu_);
     ++stored_;

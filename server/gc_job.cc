@@ -1,4 +1,5 @@
 #include "server/gc_job.h"
+#include "server/crash_point.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -119,6 +120,7 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
       const size_t i = next.fetch_add(1);
       if (i >= candidates.size()) return;
       const Candidate& c = candidates[i];
+      CrashPoint("gc.mid_sweep");
       int err = 0;
       const bool removed = pins->RemoveUnlessPinned(c.digest, [&] {
         if (!options.dry_run && ::unlink(c.path.c_str()) != 0) err = errno;

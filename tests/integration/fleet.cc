@@ -96,10 +96,10 @@ absl::Status ServerProcess::Start() {
   std::filesystem::create_directories(dir + "/data");
   std::string port_file = dir + "/server.port";
   std::filesystem::remove(port_file);
-  BLKFLEET_RETURN_IF_ERROR(process.Start({Binaries::Server(), "--listen", "127.0.0.1:0",
-                                          "--port-file", port_file, "--data-dir",
-                                          dir + "/data", "--insecure"},
-                                         dir + "/server.log"));
+  std::vector<std::string> argv = {Binaries::Server(), "--listen", "127.0.0.1:0", "--port-file",
+                                   port_file, "--data-dir", dir + "/data", "--insecure"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  BLKFLEET_RETURN_IF_ERROR(process.Start(argv, dir + "/server.log"));
   auto addr = process.WaitForAddress(port_file, absl::Seconds(30));
   if (!addr.ok()) return addr.status();
   address = Normalise(*addr);

@@ -44,6 +44,7 @@ struct ServerProcess {
   ChildProcess process;
   std::string address;
   std::unique_ptr<server::v1::Server::Stub> stub;
+  std::vector<std::string> extra_args;  // appended to the server's flags
   absl::Status Start();
 };
 
