@@ -6,7 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "common/status_util.h"
+#include "common/zstd_codec.h"
 
 namespace blkfleet::agent {
 namespace {
@@ -176,6 +178,20 @@ absl::StatusOr<v1::Snapshot> AgentService::CreateLocked(const v1::CreateSnapshot
     if (!seen.insert(d).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("devices[", i, "]: \"", d, "\" is listed twice"));
+    }
+  }
+  for (int i = 0; i < req.devices_size(); ++i) {
+    const std::string& d = req.devices(i);
+    if (!options_.snapshot_devices.empty() &&
+        std::find(options_.snapshot_devices.begin(), options_.snapshot_devices.end(), d) ==
+            options_.snapshot_devices.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "devices[", i, "]: \"", d, "\" is not in the agent's snapshot allowlist (",
+          absl::StrJoin(options_.snapshot_devices, ", "), ")"));
+    }
+    if (restoring_.contains(d)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("devices[", i, "]: \"", d, "\" is being restored onto (WriteImage)"));
     }
   }
   BLKFLEET_RETURN_IF_ERROR(CheckLease("lease_ms", req.lease_ms()));
@@ -529,10 +545,127 @@ grpc::Status AgentService::StreamImage(
 }
 
 grpc::Status AgentService::WriteImage(grpc::ServerContext*,
-                                      grpc::ServerReader<v1::WriteImageRequest>*,
-                                      v1::WriteImageResponse*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "WriteImage: restore to a host device is not implemented yet");
+                                      grpc::ServerReader<v1::WriteImageRequest>* reader,
+                                      v1::WriteImageResponse* resp) {
+  return ToGrpcStatus(DoWriteImage(reader, resp));
+}
+
+absl::Status AgentService::ClaimRestoreTarget(const std::string& device) {
+  const auto& allow = options_.restore_devices;
+  if (std::find(allow.begin(), allow.end(), device) == allow.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "device: \"", device, "\" is not in the agent's restore allowlist",
+        allow.empty() ? " (empty: start the agent with --restore-device to allow restores)"
+                      : absl::StrCat(" (", absl::StrJoin(allow, ", "), ")")));
+  }
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  if (restoring_.contains(device)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device: \"", device, "\" is already being restored onto"));
+  }
+  // A device of the backend held by a snapshot (the backend checks too, for
+  // snapshots it knows of only by the kernel's word).
+  absl::StatusOr<std::vector<DeviceInfo>> devices = backend_->ListDevices();
+  if (!devices.ok()) return devices.status();
+  for (const DeviceInfo& d : *devices) {
+    if (d.name == device && d.snapshot_id) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device: \"", device, "\" is in snapshot ", d.snapshot_id->ToString(),
+                       ": destroy it (or let its lease expire) before restoring onto it"));
+    }
+  }
+  restoring_.insert(device);
+  return absl::OkStatus();
+}
+
+void AgentService::ReleaseRestoreTarget(const std::string& device) {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  restoring_.erase(device);
+}
+
+absl::Status AgentService::DoWriteImage(grpc::ServerReader<v1::WriteImageRequest>* reader,
+                                        v1::WriteImageResponse* resp) {
+  v1::WriteImageRequest msg;
+  if (!reader->Read(&msg)) return absl::InvalidArgumentError("start: the stream is empty");
+  if (!msg.has_start()) return absl::InvalidArgumentError("start: must be the first message");
+  const v1::WriteImageStart start = msg.start();
+  if (start.device().empty()) return absl::InvalidArgumentError("device: empty");
+  if (start.size_bytes() == 0) return absl::InvalidArgumentError("size_bytes: must be > 0");
+  const uint32_t cs = start.chunk_size_bytes();
+  if (cs < (64u << 10) || cs > (64u << 20) || (cs & (cs - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_size_bytes: ", cs, " is not a power of two in 64 KiB .. 64 MiB"));
+  }
+  BLKFLEET_RETURN_IF_ERROR(ClaimRestoreTarget(start.device()));
+  struct Release {
+    AgentService* self;
+    const std::string& device;
+    ~Release() { self->ReleaseRestoreTarget(device); }
+  } release{this, start.device()};
+  BLKFLEET_ASSIGN_OR_RETURN(std::unique_ptr<RestoreTarget> target,
+                            backend_->OpenRestoreTarget(start.device()));
+  if (start.size_bytes() > target->size_bytes()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("size_bytes: the image (", start.size_bytes(), " bytes) does not fit on ",
+                     start.device(), " (", target->size_bytes(), " bytes)"));
+  }
+  const uint64_t chunks = (start.size_bytes() + cs - 1) / cs;
+  uint64_t next = 0;
+  ZstdCodec codec;
+  std::string plain;
+  while (reader->Read(&msg)) {
+    if (!msg.has_chunk()) return absl::InvalidArgumentError("start: sent twice");
+    const v1::ImageChunk& c = msg.chunk();
+    const std::string where = absl::StrCat("chunk ", c.index());
+    if (c.index() != next) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": index out of order (expected ", next, " of ", chunks, ")"));
+    }
+    const uint64_t offset = c.index() * cs;
+    const uint64_t len = std::min<uint64_t>(cs, start.size_bytes() - offset);
+    if (c.offset_bytes() != offset || c.length_bytes() != len) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": offset_bytes/length_bytes ",
+                                                     c.offset_bytes(), "/", c.length_bytes(),
+                                                     ", expected ", offset, "/", len));
+    }
+    std::optional<Sha256Digest> want = DigestFromBytes(c.sha256());
+    if (!want) return absl::InvalidArgumentError(absl::StrCat(where, ": sha256 is not 32 bytes"));
+    std::string_view data;
+    switch (c.encoding()) {
+      case type::v1::CHUNK_ENCODING_RAW:
+        data = c.data();
+        break;
+      case type::v1::CHUNK_ENCODING_ZSTD: {
+        absl::Status st = codec.Decompress(c.data(), len, &plain);
+        if (!st.ok()) return absl::DataLossError(absl::StrCat(where, ": ", st.message()));
+        data = plain;
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": encoding must be RAW or ZSTD (the agent keeps no chunks)"));
+    }
+    if (data.size() != len) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", data.size(), " bytes of data, expected ", len));
+    }
+    // Checked before the write: a damaged chunk never reaches the device.
+    if (Sha256(data) != *want) {
+      return absl::DataLossError(absl::StrCat(where, ": data does not match its sha256 ",
+                                              DigestToHex(*want), "; nothing of it written"));
+    }
+    BLKFLEET_RETURN_IF_ERROR(target->WriteAt(
+        offset, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), len)));
+    ++next;
+    resp->set_bytes_written(resp->bytes_written() + len);
+    resp->set_chunks_written(next);
+  }
+  if (next != chunks) {
+    return absl::AbortedError(absl::StrCat("the stream ended after ", next, " of ", chunks,
+                                           " chunks: the device holds a partial image"));
+  }
+  BLKFLEET_RETURN_IF_ERROR(target->Flush());
+  return absl::OkStatus();
 }
 
 }  // namespace blkfleet::agent

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -49,6 +50,13 @@ struct AgentServiceOptions {
   // snapshot waits for it, at most `snapshot_hook_timeout`.
   std::string snapshot_hook;
   absl::Duration snapshot_hook_timeout = absl::Minutes(10);
+  // Devices CreateSnapshot may include; empty: every device the backend
+  // lists. Others are PERMISSION_DENIED.
+  std::vector<std::string> snapshot_devices;
+  // Devices WriteImage may write onto (restore); empty: none, every restore
+  // is PERMISSION_DENIED. Restoring overwrites a whole device, so nothing
+  // is allowed unless the operator lists it.
+  std::vector<std::string> restore_devices;
 };
 
 class AgentService final : public v1::Agent::Service {
@@ -117,6 +125,13 @@ class AgentService final : public v1::Agent::Service {
   absl::StatusOr<Record> FindRecord(const Uuid& id);
   absl::StatusOr<v1::Snapshot> ToProto(const Record& record);
   void OnBackendEvent(const BackendEvent& e);
+  absl::Status DoWriteImage(grpc::ServerReader<v1::WriteImageRequest>* reader,
+                            v1::WriteImageResponse* resp);
+  // Checks a WriteImage start message against the allowlist and the
+  // snapshots, and marks the device as being restored (CreateSnapshot then
+  // refuses it) until the returned guard is released.
+  absl::Status ClaimRestoreTarget(const std::string& device);
+  void ReleaseRestoreTarget(const std::string& device);
   absl::Status DoStreamImage(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::StreamImageResponse, v1::StreamImageRequest>* stream);
@@ -135,6 +150,8 @@ class AgentService final : public v1::Agent::Service {
   std::map<std::string, Uuid> by_request_id_ ABSL_GUARDED_BY(mu_);
   // Running snapshot hooks, by snapshot.
   std::map<Uuid, HookProcess> hooks_ ABSL_GUARDED_BY(lifecycle_mu_);
+  // Devices a WriteImage stream is writing onto.
+  std::set<std::string> restoring_ ABSL_GUARDED_BY(lifecycle_mu_);
 
   absl::Notification stop_;
   std::thread lease_thread_;

@@ -142,6 +142,26 @@ class SnapshotImage {
   virtual absl::Status WriteAt(uint64_t offset, std::span<const uint8_t> data) = 0;
 };
 
+// A device opened for restore (WriteImage): exclusive while it lives, so
+// that nothing else (a mount, a second restore) claims it meanwhile.
+// Not thread-safe: one writer per restore stream.
+class RestoreTarget {
+ public:
+  virtual ~RestoreTarget() = default;
+
+  virtual uint64_t size_bytes() const = 0;
+
+  // Writes `data` at `offset`. Offsets and lengths that are multiples of
+  // 4096 go straight to the device (O_DIRECT where it applies); others are
+  // read-modify-written. Errors: OUT_OF_RANGE (beyond the device);
+  // DATA_LOSS (I/O error).
+  virtual absl::Status WriteAt(uint64_t offset, std::span<const uint8_t> data) = 0;
+
+  // Makes every write so far durable (fsync of the device).
+  // Errors: DATA_LOSS.
+  virtual absl::Status Flush() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -216,6 +236,17 @@ class Backend {
   // FAILED_PRECONDITION (not taken yet).
   virtual absl::StatusOr<std::unique_ptr<SnapshotImage>> OpenImage(const Uuid& snapshot,
                                                                    const std::string& device) = 0;
+
+  // Opens `device` for writing a restored image onto it. The kernel backend
+  // takes any block device path (the agent's restore allowlist is checked
+  // by the caller), the sim backend one of its devices. Refused while the
+  // device is in use: FAILED_PRECONDITION when it is in a snapshot, mounted
+  // (itself, or a partition of it: /proc/self/mountinfo), held by another
+  // device (/sys/class/block/*/holders, e.g. device-mapper or md), or opened
+  // exclusively by someone else (EBUSY of O_EXCL). NOT_FOUND (no such
+  // device); INVALID_ARGUMENT (not a block device).
+  virtual absl::StatusOr<std::unique_ptr<RestoreTarget>> OpenRestoreTarget(
+      const std::string& device) = 0;
 
   // Where events go. The handler is called from a backend thread or from the
   // thread whose I/O caused the event, never with a backend lock held, so it

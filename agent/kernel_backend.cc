@@ -19,6 +19,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status_util.h"
+#include "agent/block_use.h"
 
 namespace blkfleet::agent {
 
@@ -36,6 +38,10 @@ struct KernelBackend::Snapshot {
   std::vector<std::string> devices;  // in the order they were added
   bool taken = false;
   uint64_t limit_bytes = 0;
+  // Device the difference storage lies on (st_dev of a file or folder,
+  // st_rdev of a block device): no device of the snapshot may be it or the
+  // whole disk of it.
+  dev_t storage_dev = 0;
   std::thread waiter;
 };
 
@@ -505,6 +511,7 @@ absl::StatusOr<Uuid> KernelBackend::CreateSnapshot(const DiffStorageSpec& storag
   s->shared = std::make_shared<SnapshotShared>();
   s->shared->id = UuidOf(c.id);
   s->limit_bytes = storage.limit_bytes;
+  s->storage_dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
   s->waiter = std::thread(&KernelBackend::WaitEvents, this, s->shared);
   const Uuid id = s->shared->id;
   absl::MutexLock lock(&mu_);
@@ -535,6 +542,12 @@ absl::Status KernelBackend::AddDevice(const Uuid& snapshot, const std::string& d
   if (s.taken) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", UuidText(snapshot), " is taken: no devices can join"));
+  }
+  if (s.storage_dev != 0 &&
+      (s.storage_dev == d->rdev || WholeDiskOf(s.storage_dev) == d->rdev)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the difference storage of snapshot ", UuidText(snapshot), " lies on ",
+                     device, ": put it on a device that is not snapshotted"));
   }
   blksnap_snapshotadd add{};
   add.id = RawOf(snapshot);
@@ -770,6 +783,84 @@ void KernelBackend::WaitEvents(std::shared_ptr<SnapshotShared> shared) {
     }
     Deliver(e);
   }
+}
+
+}  // namespace blkfleet::agent
+
+namespace blkfleet::agent {
+namespace {
+
+class KernelRestoreTarget final : public RestoreTarget {
+ public:
+  KernelRestoreTarget(UniqueFd fd, uint64_t size, std::string path, size_t align)
+      : fd_(std::move(fd)), size_(size), path_(std::move(path)), align_(align) {}
+  uint64_t size_bytes() const override { return size_; }
+  absl::Status WriteAt(uint64_t offset, std::span<const uint8_t> data) override {
+    if (offset > size_ || data.size() > size_ - offset) {
+      return absl::OutOfRangeError(absl::StrCat("write [", offset, ", +", data.size(),
+                                                ") is beyond ", path_, " (", size_, " bytes)"));
+    }
+    absl::Status st = DirectWrite(fd_.get(), offset, data, path_, align_);
+    if (!st.ok()) return absl::DataLossError(st.message());
+    return absl::OkStatus();
+  }
+  absl::Status Flush() override {
+    if (::fsync(fd_.get()) != 0) return KernelErrnoStatus(errno, "fsync", path_);
+    return absl::OkStatus();
+  }
+
+ private:
+  UniqueFd fd_;
+  const uint64_t size_;
+  const std::string path_;
+  const size_t align_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RestoreTarget>> KernelBackend::OpenRestoreTarget(
+    const std::string& device) {
+  struct stat st;
+  if (::stat(device.c_str(), &st) != 0) return KernelErrnoStatus(errno, "stat", device);
+  if (!S_ISBLK(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(device, " is not a block device"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, s] : snapshots_) {
+      if (std::find(s->devices.begin(), s->devices.end(), device) != s->devices.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            device, " is in snapshot ", UuidText(id), ": destroy it before restoring onto it"));
+      }
+    }
+  }
+  BLKFLEET_RETURN_IF_ERROR(CheckBlockDeviceUnused(device, st.st_rdev));
+  // O_EXCL claims the device: it fails with EBUSY while it (or, for a
+  // whole disk, a partition) is mounted or claimed, and keeps a mount out
+  // while the restore runs.
+  UniqueFd fd(::open(device.c_str(), O_RDWR | O_DIRECT | O_EXCL | O_CLOEXEC));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == EBUSY) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          device, " is in use (open exclusively by someone else: mounted, swap, or claimed)"));
+    }
+    return KernelErrnoStatus(err, "open", device);
+  }
+  // A device in a snapshot of another process answers SNAPSHOTINFO.
+  blksnap_snapshotinfo si{};
+  if (BlksnapCtl(fd.get(), blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(device, " is in a snapshot: destroy it before restoring onto it"));
+  }
+  uint64_t size = 0;
+  if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
+    return KernelErrnoStatus(errno, "BLKGETSIZE64", device);
+  }
+  int lbs = 512;
+  if (::ioctl(fd.get(), BLKSSZGET, &lbs) != 0 || lbs <= 0) lbs = 512;
+  return std::unique_ptr<RestoreTarget>(std::make_unique<KernelRestoreTarget>(
+      std::move(fd), size, device, std::max<size_t>(4096, static_cast<size_t>(lbs))));
 }
 
 }  // namespace blkfleet::agent

@@ -94,6 +94,10 @@ class KernelBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<SnapshotImage>> OpenImage(const Uuid& snapshot,
                                                            const std::string& device) override;
   void SetEventHandler(EventHandler handler) override;
+  // Any block device path: O_RDWR | O_DIRECT | O_EXCL (EBUSY while mounted
+  // or claimed), after the mount, holder and snapshot checks.
+  absl::StatusOr<std::unique_ptr<RestoreTarget>> OpenRestoreTarget(
+      const std::string& device) override;
 
   // Shared between a snapshot, its event thread and its open images.
   struct SnapshotShared;

@@ -3,8 +3,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "agent/agent_service.h"
+#include "agent/block_use.h"
 #include "common/durable_file.h"
 #include "common/tls.h"
 #include "agent/flags.h"
@@ -42,6 +45,8 @@ struct Flags {
   int stream_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   std::string snapshot_hook;
   int snapshot_hook_timeout_s = 600;
+  std::vector<std::string> snapshot_devices;
+  std::vector<std::string> restore_devices;
 };
 
 constexpr char kDefaultKernelDiffDir[] = "/var/lib/blkfleet-agent/diff";
@@ -148,6 +153,21 @@ int Run(const Flags& flags) {
   if (absl::Status made = MakeDirectories(diff_dir); !made.ok()) {
     return Fail(absl::StrCat("--diff-storage-dir ", diff_dir, ": ", made.message()));
   }
+  if (flags.backend == "kernel") {
+    // Copy-on-write into storage on the snapshotted device would write
+    // under the snapshot it preserves (and the module refuses it late).
+    struct stat ds;
+    if (::stat(diff_dir.c_str(), &ds) == 0) {
+      for (const std::string& d : flags.devices) {
+        struct stat bs;
+        if (::stat(d.c_str(), &bs) != 0) continue;  // reported by the backend
+        if (ds.st_dev == bs.st_rdev || WholeDiskOf(ds.st_dev) == bs.st_rdev) {
+          return Fail(absl::StrCat("--diff-storage-dir ", diff_dir, ": lies on ", d,
+                                   ", a device to snapshot; give a folder on another device"));
+        }
+      }
+    }
+  }
 
   AgentServiceOptions options;
   options.hostname = flags.hostname.empty() ? SystemHostname() : flags.hostname;
@@ -161,6 +181,34 @@ int Run(const Flags& flags) {
   if (flags.snapshot_hook_timeout_s <= 0) {
     return Fail("--snapshot-hook-timeout: must be at least 1 second");
   }
+  // The allowlists name devices the backend knows (sim) or block devices
+  // (kernel); a typo is an error here rather than a refused restore later.
+  absl::StatusOr<std::vector<DeviceInfo>> exposed = backend->ListDevices();
+  if (!exposed.ok()) return Fail(std::string(exposed.status().message()));
+  auto is_exposed = [&](const std::string& name) {
+    return std::any_of(exposed->begin(), exposed->end(),
+                       [&](const DeviceInfo& d) { return d.name == name; });
+  };
+  for (const std::string& d : flags.snapshot_devices) {
+    if (!is_exposed(d)) {
+      return Fail(absl::StrCat("--snapshot-device ", d, ": not a device of this agent (give one of ",
+                               flags.backend == "sim" ? "--sim-device" : "--device", ")"));
+    }
+  }
+  for (const std::string& d : flags.restore_devices) {
+    if (flags.backend == "sim") {
+      if (!is_exposed(d)) {
+        return Fail(absl::StrCat("--restore-device ", d, ": not a --sim-device of this agent"));
+      }
+    } else {
+      struct stat st;
+      if (::stat(d.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) {
+        return Fail(absl::StrCat("--restore-device ", d, ": not a block device"));
+      }
+    }
+  }
+  options.snapshot_devices = flags.snapshot_devices;
+  options.restore_devices = flags.restore_devices;
   options.snapshot_hook = flags.snapshot_hook;
   options.snapshot_hook_timeout = absl::Seconds(flags.snapshot_hook_timeout_s);
   AgentService service(backend.get(), options);
@@ -248,6 +296,12 @@ int main(int argc, char** argv) {
   app.add_option("--snapshot-hook-timeout", flags.snapshot_hook_timeout_s,
                  "seconds a snapshot hook may run before it is killed")
       ->capture_default_str();
+  app.add_option("--snapshot-device", flags.snapshot_devices,
+                 "a device snapshots may include (repeatable; default: every device of the "
+                 "agent, --device or --sim-device)");
+  app.add_option("--restore-device", flags.restore_devices,
+                 "a device restores (WriteImage) may overwrite (repeatable; default: none, "
+                 "every restore is refused)");
   app.add_flag("--insecure", flags.insecure,
                "serve plaintext gRPC, no authentication (local experiments only)");
   app.add_option("--tls-ca", flags.tls_files.ca, "CA certificate (PEM) the server must chain to");

@@ -95,6 +95,8 @@ struct SimBackend::Device {
   ino_t st_ino = 0;
   std::optional<Tracker> tracker;
   std::optional<Uuid> snapshot;
+  // A RestoreTarget is open on the device: no second one.
+  bool restoring = false;
 };
 
 struct SimBackend::SnapshotDevice {
@@ -710,6 +712,54 @@ absl::Status SimBackend::ImageWrite(const std::shared_ptr<Snapshot>& snap, size_
   }
   Dispatch(events);
   return status;
+}
+
+}  // namespace blkfleet::agent
+
+namespace blkfleet::agent {
+
+// Writes go through Write(), so a restore marks CBT like any other write.
+class SimBackend::Restore final : public RestoreTarget {
+ public:
+  Restore(SimBackend* backend, std::string device, uint64_t size, int fd)
+      : backend_(backend), device_(std::move(device)), size_(size), fd_(fd) {}
+  ~Restore() override {
+    absl::MutexLock lock(&backend_->mu_);
+    if (Device* dev = backend_->FindDevice(device_)) dev->restoring = false;
+  }
+  uint64_t size_bytes() const override { return size_; }
+  absl::Status WriteAt(uint64_t offset, std::span<const uint8_t> data) override {
+    absl::Status st = backend_->Write(device_, offset, data);
+    return st;
+  }
+  absl::Status Flush() override {
+    if (::fdatasync(fd_) != 0) return ErrnoStatus(errno, absl::StrCat("fdatasync ", device_));
+    return absl::OkStatus();
+  }
+
+ private:
+  SimBackend* const backend_;
+  const std::string device_;
+  const uint64_t size_;
+  const int fd_;  // the device's own descriptor, owned by the backend
+};
+
+absl::StatusOr<std::unique_ptr<RestoreTarget>> SimBackend::OpenRestoreTarget(
+    const std::string& device) {
+  absl::MutexLock lock(&mu_);
+  BLKFLEET_ASSIGN_OR_RETURN(Device * dev, GetDevice(device));
+  if (dev->snapshot) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device, " is in snapshot ", dev->snapshot->ToString(),
+        ": destroy the snapshot before restoring onto it"));
+  }
+  if (dev->restoring) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device, " is being restored by another stream"));
+  }
+  dev->restoring = true;
+  return std::unique_ptr<RestoreTarget>(
+      std::make_unique<Restore>(this, device, dev->size, dev->fd.get()));
 }
 
 }  // namespace blkfleet::agent

@@ -100,6 +100,8 @@ class SimBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<SnapshotImage>> OpenImage(const Uuid& snapshot,
                                                            const std::string& device) override;
   void SetEventHandler(EventHandler handler) override;
+  absl::StatusOr<std::unique_ptr<RestoreTarget>> OpenRestoreTarget(
+      const std::string& device) override;
 
   // Workload API. Errors: NOT_FOUND (unknown device); OUT_OF_RANGE (beyond
   // the device). A device write never fails because of a snapshot.
@@ -115,6 +117,7 @@ class SimBackend final : public Backend {
 
  private:
   class Image;
+  class Restore;
   struct Tracker;
   struct Device;
   struct SnapshotDevice;

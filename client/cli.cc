@@ -117,6 +117,7 @@ class Cli {
   std::string name_, agent_, backup_id_, to_, job_id_, host_filter_;
   std::vector<std::string> devices_;
   std::string device_;
+  std::string target_host_, target_device_;
   bool full_ = false, wait_ = false, overwrite_ = false, dry_run_ = false;
   uint32_t chunk_size_ = 0;
 };
@@ -258,7 +259,22 @@ int Cli::Restore() {
   v1::RestoreRequest req;
   req.set_backup_id(backup_id_);
   req.set_device(device_);
-  req.set_file_path(to_);
+  // A file on the server (--to) or a device of a host (--host and
+  // --target-device), never both.
+  if (!target_host_.empty() || !target_device_.empty()) {
+    if (!to_.empty() || target_host_.empty() || target_device_.empty()) {
+      io_.err << "blkfleet: restore: give --to FILE, or --host HOST with --target-device DEV\n";
+      return 2;
+    }
+    req.mutable_host_device()->set_host(target_host_);
+    req.mutable_host_device()->set_device(target_device_);
+  } else {
+    if (to_.empty()) {
+      io_.err << "blkfleet: restore: give --to FILE, or --host HOST with --target-device DEV\n";
+      return 2;
+    }
+    req.set_file_path(to_);
+  }
   req.set_overwrite(overwrite_);
   v1::Job job;
   grpc::ClientContext ctx;
@@ -481,9 +497,14 @@ int Cli::Run(const std::vector<std::string>& args) {
   gc->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");
   gc->callback([&] { rc = CollectGarbage(); });
 
-  auto* restore = app.add_subcommand("restore", "restore a device of a backup to a file on the server");
+  auto* restore = app.add_subcommand(
+      "restore", "restore a device of a backup to a file on the server or onto a device of a host");
   restore->add_option("BACKUP_ID", backup_id_, "backup id")->required();
-  restore->add_option("--to", to_, "absolute path of the target file on the server")->required();
+  restore->add_option("--to", to_, "absolute path of the target file on the server");
+  restore->add_option("--host", target_host_,
+                      "host to restore onto, through its agent (with --target-device)");
+  restore->add_option("--target-device", target_device_,
+                      "device of --host to overwrite; the agent must allow it (--restore-device)");
   restore->add_option("--device", device_, "device of the backup (needed when it has several)");
   restore->add_flag("--overwrite", overwrite_, "replace an existing target file");
   restore->add_flag("--wait", wait_, "follow the job to its end; exit non-zero unless it succeeds");

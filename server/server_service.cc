@@ -213,7 +213,7 @@ grpc::Status ServerService::ProtectBackup(grpc::ServerContext*,
 grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreRequest* req,
                                     v1::Job* resp) {
   RETURN_IF_BAD(ValidateId(req->backup_id(), "backup_id"));
-  if (req->has_host_device()) return Unimplemented("restore to a host device");
+  if (req->has_host_device()) return RestoreToHostDevice(*req, resp);
   if (req->file_path().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("a target is required: file_path"));
   }
@@ -420,6 +420,49 @@ grpc::Status ServerService::CancelJob(grpc::ServerContext*, const v1::CancelJobR
   auto j = jobs_->Cancel(req->id());
   RETURN_IF_BAD(j.status());
   *resp = *j;
+  return grpc::Status::OK;
+}
+
+grpc::Status ServerService::RestoreToHostDevice(const v1::RestoreRequest& req, v1::Job* resp) {
+  const v1::HostDeviceTarget& t = req.host_device();
+  RETURN_IF_BAD(ValidateHostName(t.host(), "host_device.host"));
+  if (t.device().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("host_device.device: empty"));
+  }
+  auto host = catalog_->GetHost(t.host());
+  RETURN_IF_BAD(host.status());
+  auto backup = catalog_->GetBackup(req.backup_id());
+  RETURN_IF_BAD(backup.status());
+  int ordinal = -1;
+  std::vector<std::string> names;
+  for (int i = 0; i < backup->devices_size(); ++i) {
+    names.push_back(backup->devices(i).device());
+    if (backup->devices(i).device() == req.device()) ordinal = i;
+  }
+  if (req.device().empty() && backup->devices_size() == 1) ordinal = 0;
+  if (ordinal < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("device: ", req.device().empty() ? "required" : "'" + req.device() + "' is not",
+                     " in backup ", backup->id(), " (it holds ", absl::StrJoin(names, ", "),
+                     ")")));
+  }
+  RestoreHostRequest rr;
+  rr.backup = *backup;
+  rr.device_ordinal = ordinal;
+  rr.host = host->name();
+  rr.agent_address = host->agent_address();
+  rr.target_device = t.device();
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_RESTORE);
+  job.set_host(host->name());
+  repo::Repository* repo = repo_;
+  AgentConnector* agents = agents_;
+  const std::string key = absl::StrCat("restore-host:", host->name(), ":", t.device());
+  auto started = jobs_->Start(
+      job, key, absl::StrCat("a restore onto ", host->name(), ":", t.device(), " is already running"),
+      [repo, agents, rr](JobContext& ctx) { return RunRestoreToHostDevice(repo, agents, rr, ctx); });
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
   return grpc::Status::OK;
 }
 

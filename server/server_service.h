@@ -60,6 +60,9 @@ class ServerService final : public v1::Server::Service {
   // Fills agent_version and backend of `hosts` from the agents that answer
   // within a short deadline (asked in parallel).
   void AskAgents(std::vector<v1::Host*> hosts);
+  // Restore with a host_device target: a job streaming to the agent's
+  // WriteImage (restore_job.h).
+  grpc::Status RestoreToHostDevice(const v1::RestoreRequest& req, v1::Job* resp);
 
   catalog::Catalog* const catalog_;
   repo::Repository* const repo_;

@@ -450,4 +450,67 @@ TEST_P(BackendConformance, ImageWritesStayInTheImage) {
   }
 }
 
+// Restore (WriteImage) writes through OpenRestoreTarget: the data reaches
+// the device, aligned or not, and CBT sees it like any other write.
+TEST_P(BackendConformance, RestoreTargetWritesReachTheDeviceAndCbt) {
+  ASSERT_TRUE(backend().Attach(dev(0)).ok());
+  auto target = backend().OpenRestoreTarget(dev(0));
+  ASSERT_TRUE(target.ok()) << target.status();
+  const uint64_t size = backend().ListDevices()->at(0).size_bytes;
+  EXPECT_EQ((*target)->size_bytes(), size);
+  const auto big = Pattern(3 * kMiB, 21);    // aligned: the O_DIRECT path
+  const auto odd = Pattern(70 * 1024 + 5, 22);  // unaligned both ends
+  ASSERT_TRUE((*target)->WriteAt(kMiB, big).ok());
+  ASSERT_TRUE((*target)->WriteAt(5 * kMiB + 513, odd).ok());
+  ASSERT_TRUE((*target)->Flush().ok());
+  target->reset();
+  std::vector<uint8_t> got(big.size());
+  ASSERT_TRUE(target_->Read(dev(0), kMiB, got).ok());
+  EXPECT_TRUE(got == big);
+  got.resize(odd.size());
+  ASSERT_TRUE(target_->Read(dev(0), 5 * kMiB + 513, got).ok());
+  EXPECT_TRUE(got == odd);
+  Uuid id = TakeSnapshot({dev(0)});
+  (void)id;
+  const uint32_t bs = backend().GetCbtInfo(dev(0))->block_size_bytes;
+  const std::vector<uint8_t> frozen = FrozenMap(dev(0));
+  for (uint32_t b = 0; b < frozen.size(); ++b) {
+    const uint64_t lo = uint64_t{b} * bs, hi = lo + bs;
+    const bool written = (lo < kMiB + big.size() && hi > kMiB) ||
+                         (lo < 5 * kMiB + 513 + odd.size() && hi > 5 * kMiB + 513);
+    EXPECT_EQ(frozen[b], written ? 1 : 0) << "block " << b;
+  }
+}
+
+TEST_P(BackendConformance, RestoreTargetRefusesWritesBeyondTheDevice) {
+  auto target = backend().OpenRestoreTarget(dev(0));
+  ASSERT_TRUE(target.ok()) << target.status();
+  const auto data = Pattern(64 * 1024, 23);
+  EXPECT_EQ((*target)->WriteAt((*target)->size_bytes() - 4096, data).code(),
+            absl::StatusCode::kOutOfRange);
+}
+
+TEST_P(BackendConformance, RestoreTargetIsRefusedForADeviceInASnapshot) {
+  Uuid id = TakeSnapshot({dev(1)});
+  auto target = backend().OpenRestoreTarget(dev(1));
+  EXPECT_EQ(target.status().code(), absl::StatusCode::kFailedPrecondition) << target.status();
+  EXPECT_THAT(std::string(target.status().message()), HasSubstr("snapshot"));
+  ASSERT_TRUE(backend().DestroySnapshot(id).ok());
+  EXPECT_TRUE(backend().OpenRestoreTarget(dev(1)).ok());
+}
+
+TEST_P(BackendConformance, RestoreTargetIsExclusive) {
+  auto first = backend().OpenRestoreTarget(dev(0));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = backend().OpenRestoreTarget(dev(0));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+  first->reset();
+  EXPECT_TRUE(backend().OpenRestoreTarget(dev(0)).ok());
+}
+
+TEST_P(BackendConformance, RestoreTargetOfAnUnknownDeviceIsNotFound) {
+  EXPECT_EQ(backend().OpenRestoreTarget("blkfleet-no-such-device").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 }  // namespace blkfleet::conformance

@@ -39,6 +39,8 @@ class AgentFixture : public ::testing::Test {
     o.lease_check_interval = absl::ZeroDuration();
     o.stream_window_bytes = window_bytes_;
     o.snapshot_hook = snapshot_hook_;
+    o.snapshot_devices = snapshot_devices_;
+    o.restore_devices = restore_devices_;
     o.snapshot_hook_timeout = snapshot_hook_timeout_;
     service_ = std::make_unique<AgentService>(sim_.get(), o);
     grpc::EnableDefaultHealthCheckService(true);
@@ -94,6 +96,8 @@ class AgentFixture : public ::testing::Test {
   }
 
   uint64_t window_bytes_ = 8 * kMiB;
+  std::vector<std::string> snapshot_devices_;  // empty: every device
+  std::vector<std::string> restore_devices_ = {"vdb", "vdd"};
   std::string snapshot_hook_;
   absl::Duration snapshot_hook_timeout_ = absl::Seconds(30);
   testing::TempDir dir_;

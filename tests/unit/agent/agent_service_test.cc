@@ -4,8 +4,13 @@
 
 #include <grpcpp/generic/generic_stub.h>
 
+#include <functional>
+#include <random>
 #include <thread>
 
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "common/zstd_codec.h"
 #include "gmock/gmock.h"
 #include "tests/unit/agent/agent_fixture.h"
 
@@ -308,14 +313,197 @@ TEST_F(AgentFixture, ReadCbtMapStreamsTheFrozenMap) {
   EXPECT_EQ(stub_->ReadCbtMap(Ctx().get(), req)->Finish().error_code(), grpc::NOT_FOUND);
 }
 
-TEST_F(AgentFixture, WriteImageIsUnimplementedAndSaysWhat) {
-  v1::WriteImageResponse resp;
-  auto ctx = Ctx();
-  auto writer = stub_->WriteImage(ctx.get(), &resp);
+// A WriteImage stream of `image` onto `device` with the given chunk size;
+// `mutate` may damage chunk messages before they are sent.
+grpc::Status SendImage(v1::Agent::Stub* stub, const std::string& device, const std::string& image,
+                       uint32_t chunk_size, v1::WriteImageResponse* resp,
+                       const std::function<void(v1::ImageChunk&)>& mutate = nullptr,
+                       uint64_t stop_after = UINT64_MAX) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto writer = stub->WriteImage(&ctx, resp);
+  v1::WriteImageRequest start;
+  start.mutable_start()->set_device(device);
+  start.mutable_start()->set_size_bytes(image.size());
+  start.mutable_start()->set_chunk_size_bytes(chunk_size);
+  writer->Write(start);
+  ZstdCodec codec;
+  for (uint64_t i = 0; i * chunk_size < image.size() && i < stop_after; ++i) {
+    const std::string plain = image.substr(i * chunk_size, chunk_size);
+    v1::WriteImageRequest m;
+    v1::ImageChunk* c = m.mutable_chunk();
+    c->set_index(i);
+    c->set_offset_bytes(i * chunk_size);
+    c->set_length_bytes(static_cast<uint32_t>(plain.size()));
+    const Sha256Digest d = Sha256(plain);
+    c->set_sha256(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
+    if (i % 2 == 0) {
+      c->set_encoding(type::v1::CHUNK_ENCODING_RAW);
+      c->set_data(plain);
+    } else {
+      std::string packed;
+      EXPECT_TRUE(codec.Compress(std::span<const uint8_t>(
+                                     reinterpret_cast<const uint8_t*>(plain.data()), plain.size()),
+                                 1, &packed)
+                      .ok());
+      c->set_encoding(type::v1::CHUNK_ENCODING_ZSTD);
+      c->set_data(packed);
+    }
+    if (mutate) mutate(*c);
+    if (!writer->Write(m)) break;
+  }
   writer->WritesDone();
-  grpc::Status st = writer->Finish();
-  EXPECT_EQ(st.error_code(), grpc::UNIMPLEMENTED);
-  EXPECT_THAT(st.error_message(), HasSubstr("restore to a host device"));
+  return writer->Finish();
+}
+
+std::string Random(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (auto& ch : s) ch = static_cast<char>(rng() & 0x0f);  // compressible, not constant
+  return s;
+}
+
+std::string DeviceBytes(SimBackend* sim, const std::string& device) {
+  std::string out(*sim->DeviceSize(device), '\0');
+  EXPECT_TRUE(sim->Read(device, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()),
+                                                      out.size()))
+                  .ok());
+  return out;
+}
+
+TEST_F(AgentFixture, WriteImageWritesEveryChunkRawAndZstdAndAnswersTheBytes) {
+  // vdd is 1 MiB + 4 KiB: the last chunk is short.
+  const std::string image = Random(kMiB + 4096, 7);
+  v1::WriteImageResponse resp;
+  grpc::Status st = SendImage(stub_.get(), "vdd", image, 64 * 1024, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.bytes_written(), image.size());
+  EXPECT_EQ(resp.chunks_written(), 17u);
+  EXPECT_TRUE(DeviceBytes(sim_.get(), "vdd") == image);
+}
+
+TEST_F(AgentFixture, WriteImageOfASmallerImageLeavesTheRestOfTheDevice) {
+  const std::string before = DeviceBytes(sim_.get(), "vdb");
+  const std::string image = Random(kMiB, 8);
+  v1::WriteImageResponse resp;
+  ASSERT_TRUE(SendImage(stub_.get(), "vdb", image, 256 * 1024, &resp).ok());
+  const std::string after = DeviceBytes(sim_.get(), "vdb");
+  EXPECT_TRUE(after.substr(0, image.size()) == image);
+  EXPECT_TRUE(after.substr(image.size()) == before.substr(image.size()));
+}
+
+TEST_F(AgentFixture, WriteImageRejectsAChunkWhoseDigestDoesNotMatchAndDoesNotWriteIt) {
+  const std::string before = DeviceBytes(sim_.get(), "vdb");
+  const std::string image = Random(kMiB, 9);
+  v1::WriteImageResponse resp;
+  grpc::Status st = SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp, [](v1::ImageChunk& c) {
+    if (c.index() == 3) (*c.mutable_sha256())[0] ^= 1;
+  });
+  EXPECT_EQ(st.error_code(), grpc::DATA_LOSS) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("chunk 3"));
+  const std::string after = DeviceBytes(sim_.get(), "vdb");
+  // Chunks 0..2 were written; chunk 3 and later were not.
+  EXPECT_TRUE(after.substr(0, 3 * 64 * 1024) == image.substr(0, 3 * 64 * 1024));
+  EXPECT_TRUE(after.substr(3 * 64 * 1024) == before.substr(3 * 64 * 1024));
+}
+
+TEST_F(AgentFixture, WriteImageRejectsDamagedZstdDigestOnlyAndOutOfOrderChunks) {
+  const std::string image = Random(256 * 1024, 10);
+  v1::WriteImageResponse resp;
+  EXPECT_EQ(SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp,
+                      [](v1::ImageChunk& c) {
+                        if (c.index() == 1) (*c.mutable_data())[c.data().size() / 2] ^= 0x55;
+                      })
+                .error_code(),
+            grpc::DATA_LOSS);
+  EXPECT_EQ(SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp,
+                      [](v1::ImageChunk& c) {
+                        c.set_encoding(type::v1::CHUNK_ENCODING_DIGEST_ONLY);
+                        c.clear_data();
+                      })
+                .error_code(),
+            grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp,
+                      [](v1::ImageChunk& c) { c.set_index(c.index() == 1 ? 2 : c.index()); })
+                .error_code(),
+            grpc::INVALID_ARGUMENT);
+}
+
+TEST_F(AgentFixture, WriteImageEndedEarlyIsAbortedNotSuccess) {
+  const std::string image = Random(256 * 1024, 11);
+  v1::WriteImageResponse resp;
+  grpc::Status st = SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp, nullptr, 2);
+  EXPECT_EQ(st.error_code(), grpc::ABORTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("2 of 4"));
+}
+
+TEST_F(AgentFixture, WriteImageRefusesTargetsOutsideTheAllowlistInASnapshotOrTooSmall) {
+  const std::string before_vda = DeviceBytes(sim_.get(), "vda");
+  const std::string image = Random(kMiB, 12);
+  v1::WriteImageResponse resp;
+  grpc::Status st = SendImage(stub_.get(), "vda", image, 64 * 1024, &resp);
+  EXPECT_EQ(st.error_code(), grpc::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("restore allowlist"));
+  EXPECT_TRUE(DeviceBytes(sim_.get(), "vda") == before_vda);
+
+  // vdd is 1 MiB + 4 KiB: a 2 MiB image does not fit.
+  const std::string before_vdd = DeviceBytes(sim_.get(), "vdd");
+  st = SendImage(stub_.get(), "vdd", Random(2 * kMiB, 13), 64 * 1024, &resp);
+  EXPECT_EQ(st.error_code(), grpc::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("does not fit"));
+  EXPECT_TRUE(DeviceBytes(sim_.get(), "vdd") == before_vdd);
+
+  const std::string before_vdb = DeviceBytes(sim_.get(), "vdb");
+  v1::Snapshot snap = MustCreate({"vdb"});
+  st = SendImage(stub_.get(), "vdb", image, 64 * 1024, &resp);
+  EXPECT_EQ(st.error_code(), grpc::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("snapshot"));
+  EXPECT_TRUE(DeviceBytes(sim_.get(), "vdb") == before_vdb);
+
+  st = SendImage(stub_.get(), "vdb", image, 1000, &resp);
+  EXPECT_EQ(st.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("chunk_size_bytes"));
+}
+
+TEST_F(AgentFixture, CreateSnapshotRefusesADeviceBeingRestoredOnto) {
+  auto ctx = Ctx();
+  v1::WriteImageResponse resp;
+  auto writer = stub_->WriteImage(ctx.get(), &resp);
+  v1::WriteImageRequest start;
+  start.mutable_start()->set_device("vdb");
+  start.mutable_start()->set_size_bytes(kMiB);
+  start.mutable_start()->set_chunk_size_bytes(64 * 1024);
+  ASSERT_TRUE(writer->Write(start));
+  // The agent claims the device once it has read the start message.
+  grpc::Status st;
+  v1::Snapshot s;
+  for (int i = 0; i < 200; ++i) {
+    st = Create({"vdb"}, &s);
+    if (!st.ok()) break;
+    v1::DestroySnapshotRequest dreq;
+    dreq.set_id(s.id());
+    v1::DestroySnapshotResponse dresp;
+    ASSERT_TRUE(stub_->DestroySnapshot(Ctx().get(), dreq, &dresp).ok());
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(st.error_code(), grpc::FAILED_PRECONDITION) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("being restored"));
+  ctx->TryCancel();
+  writer->Finish().IgnoreError();
+}
+
+class SnapshotAllowlistFixture : public AgentFixture {
+ protected:
+  SnapshotAllowlistFixture() { snapshot_devices_ = {"vda"}; }
+};
+
+TEST_F(SnapshotAllowlistFixture, CreateSnapshotRefusesDevicesOutsideTheSnapshotAllowlist) {
+  v1::Snapshot s;
+  grpc::Status st = Create({"vda", "vdb"}, &s);
+  EXPECT_EQ(st.error_code(), grpc::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("devices[1]"));
+  EXPECT_THAT(st.error_message(), HasSubstr("snapshot allowlist"));
+  EXPECT_TRUE(Create({"vda"}, &s).ok());
 }
 
 TEST_F(AgentFixture, HealthServiceAnswersServing) {
