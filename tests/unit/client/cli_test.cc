@@ -98,7 +98,9 @@ class FakeServer final : public v1::Server::Service {
                        v1::Job* resp) override {
     absl::MutexLock l(&mu_);
     last_restore_ = *req;
-    if (!req->overwrite()) return {grpc::StatusCode::ALREADY_EXISTS, req->file_path() + " exists"};
+    if (!req->overwrite() && !req->has_host_device()) {
+      return {grpc::StatusCode::ALREADY_EXISTS, req->file_path() + " exists"};
+    }
     resp->set_id("8");
     resp->set_kind(v1::JOB_KIND_RESTORE);
     return grpc::Status::OK;
@@ -236,6 +238,25 @@ TEST_F(CliTest, RestoreSendsTargetAndOverwrite) {
   EXPECT_EQ(fake_.last_restore_.file_path(), "/srv/x.img");
   EXPECT_EQ(fake_.last_restore_.device(), "/dev/vda");
   EXPECT_TRUE(fake_.last_restore_.overwrite());
+}
+
+TEST_F(CliTest, RestoreOntoAHostDeviceSendsTheTargetAndRefusesMixedTargets) {
+  ASSERT_EQ(Run({"restore", "12", "--host", "alpha", "--target-device", "/dev/vdb"}), 0)
+      << err_.str();
+  {
+    absl::MutexLock l(&fake_.mu_);
+    EXPECT_EQ(fake_.last_restore_.host_device().host(), "alpha");
+    EXPECT_EQ(fake_.last_restore_.host_device().device(), "/dev/vdb");
+    EXPECT_TRUE(fake_.last_restore_.file_path().empty());
+  }
+  EXPECT_EQ(Run({"restore", "13", "--host", "alpha"}), 2);
+  EXPECT_EQ(Run({"restore", "13", "--to", "/srv/y.img", "--host", "alpha", "--target-device",
+                 "/dev/vdb"}),
+            2);
+  EXPECT_EQ(Run({"restore", "13"}), 2);
+  EXPECT_NE(err_.str().find("--target-device"), std::string::npos) << err_.str();
+  absl::MutexLock l(&fake_.mu_);
+  EXPECT_EQ(fake_.last_restore_.backup_id(), "12") << "a refused command sent a request";
 }
 
 TEST_F(CliTest, BackupVerifySendsTheIdAndReportsTheJob) {
