@@ -77,6 +77,7 @@ absl::Status SimAgent::Start(const std::string& listen) {
     argv.push_back("--sim-device");
     argv.push_back(d);
   }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   BLKFLEET_RETURN_IF_ERROR(process.Start(argv, dir + "/agent.log"));
   auto addr = process.WaitForAddress(port_file, absl::Seconds(30));
   if (!addr.ok()) return addr.status();

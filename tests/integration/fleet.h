@@ -27,6 +27,7 @@ struct SimAgent {
   std::string name;
   std::string dir;
   std::vector<std::string> devices;  // "vda=64MiB" specs
+  std::vector<std::string> extra_args;  // more agent flags
   ChildProcess process;
   std::string address;
   std::unique_ptr<agent::v1::Agent::Stub> agent;
