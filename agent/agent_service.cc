@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
+#include "agent/agent_metrics.h"
 #include "common/status_util.h"
 #include "common/zstd_codec.h"
 
@@ -94,6 +95,7 @@ void AgentService::OnBackendEvent(const BackendEvent& e) {
   ev.set_error_code(e.error_code);
   ev.set_requested_bytes(e.requested_bytes);
   ev.set_message(e.message);
+  metrics::SnapshotEvent(e.kind == BackendEvent::Kind::kNoSpace);
   events_.Publish(ev);
 }
 
@@ -356,6 +358,7 @@ int AgentService::ExpireLeasesLocked() {
     if (DestroyLocked(id, v1::SNAPSHOT_EVENT_KIND_LEASE_EXPIRED,
                       "the lease ran out without renewal; the agent destroyed the snapshot")
             .ok()) {
+      metrics::LeaseExpired();
       ++n;
     }
   }
@@ -493,8 +496,33 @@ grpc::Status AgentService::WatchSnapshotEvents(grpc::ServerContext* ctx,
   return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
 }
 
-grpc::Status AgentService::ReadCbtMap(grpc::ServerContext*, const v1::ReadCbtMapRequest* req,
+grpc::Status AgentService::ReadCbtMap(grpc::ServerContext* ctx, const v1::ReadCbtMapRequest* req,
                                       grpc::ServerWriter<v1::ReadCbtMapResponse>* writer) {
+  const absl::Time start = absl::Now();
+  grpc::Status st = DoReadCbtMap(ctx, req, writer);
+  metrics::CbtMapRead(absl::ToDoubleSeconds(absl::Now() - start));
+  return st;
+}
+
+metrics::SnapshotUsage AgentService::Usage() {
+  std::vector<Uuid> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, r] : records_) ids.push_back(id);
+  }
+  metrics::SnapshotUsage usage;
+  for (const Uuid& id : ids) {
+    absl::StatusOr<SnapshotStatus> status = backend_->GetSnapshotStatus(id);
+    if (!status.ok()) continue;  // destroyed meanwhile
+    ++usage.snapshots;
+    usage.diff_storage_used_bytes += status->diff_storage_used_bytes;
+    usage.diff_storage_limit_bytes += status->diff_storage_limit_bytes;
+  }
+  return usage;
+}
+
+grpc::Status AgentService::DoReadCbtMap(grpc::ServerContext*, const v1::ReadCbtMapRequest* req,
+                                        grpc::ServerWriter<v1::ReadCbtMapResponse>* writer) {
   absl::StatusOr<Uuid> id = ParseId("snapshot_id", req->snapshot_id());
   if (!id.ok()) return ToGrpcStatus(id.status());
   absl::StatusOr<Record> record = FindRecord(*id);

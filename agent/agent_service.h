@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "agent/agent_metrics.h"
 #include "agent/backend.h"
 #include "agent/event_hub.h"
 #include "agent/snapshot_hook.h"
@@ -76,6 +77,8 @@ class AgentService final : public v1::Agent::Service {
   int ExpireLeases();
   // Ends event streams and the lease thread; call before grpc::Server::Shutdown.
   void Shutdown();
+  // Snapshots held and their difference storage, for the metrics scrape.
+  metrics::SnapshotUsage Usage();
 
   grpc::Status GetAgentInfo(grpc::ServerContext* ctx, const v1::GetAgentInfoRequest* req,
                             v1::AgentInfo* resp) override;
@@ -132,6 +135,8 @@ class AgentService final : public v1::Agent::Service {
   // refuses it) until the returned guard is released.
   absl::Status ClaimRestoreTarget(const std::string& device);
   void ReleaseRestoreTarget(const std::string& device);
+  grpc::Status DoReadCbtMap(grpc::ServerContext* ctx, const v1::ReadCbtMapRequest* req,
+                            grpc::ServerWriter<v1::ReadCbtMapResponse>* writer);
   absl::Status DoStreamImage(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::StreamImageResponse, v1::StreamImageRequest>* stream);

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/agent_metrics.h"
 #include "common/status_util.h"
 #include "common/zstd_codec.h"
 
@@ -247,6 +248,7 @@ absl::StatusOr<v1::StreamImageSummary> StreamImageChunks(
     }
     summary.set_chunks_read(summary.chunks_read() + 1);
     summary.set_bytes_read(summary.bytes_read() + job->length);
+    metrics::ChunkStreamed(job->length, chunk->data().size());
     if (!send(resp)) result = absl::CancelledError("StreamImage: the client went away");
     // A raw payload is a plain buffer: serialised by now, so reuse it.
     if (chunk->encoding() == CHUNK_ENCODING_RAW) {

@@ -19,6 +19,8 @@
 #include "agent/agent_service.h"
 #include "agent/block_use.h"
 #include "common/durable_file.h"
+#include "common/metrics.h"
+#include "common/metrics_grpc.h"
 #include "common/tls.h"
 #include "agent/flags.h"
 #include "agent/kernel_backend.h"
@@ -31,6 +33,8 @@ namespace {
 struct Flags {
   std::string listen = "127.0.0.1:7401";
   std::string port_file;
+  std::string metrics_listen;  // empty: no /metrics endpoint
+  std::string metrics_port_file;
   std::string backend = "sim";
   std::string sim_dir;
   std::vector<std::string> sim_devices;
@@ -215,8 +219,27 @@ int Run(const Flags& flags) {
   std::unique_ptr<SimWorkloadService> workload;
   if (sim != nullptr) workload = std::make_unique<SimWorkloadService>(sim);
 
+  metrics::Init();
+  // The endpoint stops before `service` goes: its scrape reads the service.
+  struct StopMetrics {
+    ~StopMetrics() { blkfleet::metrics::StopServing(); }
+  } stop_metrics;
+  if (!flags.metrics_listen.empty()) {
+    blkfleet::metrics::OnScrape([&service] { metrics::SetSnapshotUsage(service.Usage()); });
+    absl::StatusOr<int> metrics_port =
+        blkfleet::metrics::StartServing(flags.metrics_listen, "--metrics-listen");
+    if (!metrics_port.ok()) return Fail(std::string(metrics_port.status().message()));
+    if (!flags.metrics_port_file.empty() && !WritePortFile(flags.metrics_port_file, *metrics_port)) {
+      return Fail(absl::StrCat("cannot write --metrics-port-file ", flags.metrics_port_file));
+    }
+  } else if (!flags.metrics_port_file.empty()) {
+    return Fail("--metrics-port-file needs --metrics-listen");
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  builder.experimental().SetInterceptorCreators(
+      blkfleet::metrics::RpcMetricsInterceptors("blkfleet_agent"));
   int port = 0;
   builder.AddListeningPort(flags.listen, creds, &port);
   builder.RegisterService(&service);
@@ -269,6 +292,11 @@ int main(int argc, char** argv) {
   app.add_option("--listen", flags.listen, "host:port to serve gRPC on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--port-file", flags.port_file, "write the bound port to this file");
+  app.add_option("--metrics-listen", flags.metrics_listen,
+                 "host:port to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9401 "
+                 "(port 0: any free port; default: off)");
+  app.add_option("--metrics-port-file", flags.metrics_port_file,
+                 "write the bound metrics port to this file");
   app.add_option("--backend", flags.backend, "snapshot backend: sim or kernel (the blksnap module)")
       ->capture_default_str();
   app.add_option("--device", flags.devices,

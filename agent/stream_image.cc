@@ -131,6 +131,7 @@ absl::Status AgentService::DoStreamImage(
   const uint64_t chunk_count = (image->size_bytes() + plan.chunk_size - 1) / plan.chunk_size;
   BLKFLEET_ASSIGN_OR_RETURN(plan.ranges, PlanRanges(start, chunk_count));
 
+  const absl::Time stream_start = absl::Now();
   BLKFLEET_ASSIGN_OR_RETURN(
       v1::StreamImageSummary summary,
       StreamImageChunks(
@@ -139,6 +140,7 @@ absl::Status AgentService::DoStreamImage(
   v1::StreamImageResponse last;
   *last.mutable_summary() = summary;
   if (!stream->Write(last)) return absl::CancelledError("StreamImage: the client went away");
+  metrics::StreamFinished(summary.bytes_read(), absl::ToDoubleSeconds(absl::Now() - stream_start));
   return absl::OkStatus();
 }
 

@@ -1,3 +1,4 @@
+#include "server/server_metrics.h"
 #include "server/backup_job.h"
 #include "server/crash_point.h"
 
@@ -380,6 +381,7 @@ absl::Status BackupRun::StreamOnce(DeviceWork& w, std::vector<uint8_t>& wanted, 
       bad = absl::DataLossError(absl::StrCat("agent sent a malformed chunk ", i, " of ", w.device));
       break;
     }
+    uint64_t rc_bytes = 0;  // payload received with this chunk
     if (c->encoding() == type::v1::CHUNK_ENCODING_DIGEST_ONLY) {
       if (known.count(*digest) == 0) {
         bad = absl::DataLossError(absl::StrCat("agent sent only the digest of chunk ", i, " of ",
@@ -387,6 +389,7 @@ absl::Status BackupRun::StreamOnce(DeviceWork& w, std::vector<uint8_t>& wanted, 
         break;
       }
     } else {
+      rc_bytes = c->data().size();
       w.chunks_new += 1;
       w.bytes_received += c->data().size();
       known.insert(*digest);
@@ -406,6 +409,7 @@ absl::Status BackupRun::StreamOnce(DeviceWork& w, std::vector<uint8_t>& wanted, 
     wanted[i] = 0;
     w.chunks_read += 1;
     w.bytes_read += len;
+    metrics::ChunkIngested(rc_bytes, len);
     *remaining -= 1;
     *resume_from = i + 1;
     ctx_.AddDone(len, 1);
@@ -505,6 +509,7 @@ absl::Status BackupRun::Commit(std::vector<DeviceWork>& work) {
   // The commit point: from here on the backup exists.
   BLKFLEET_RETURN_IF_ERROR(deps_.catalog->CommitBackup(b, manifest_sha));
   ctx_.SetBackupId(id);
+  for (const auto& w : work) metrics::BackupSucceeded(req_.host.name(), w.device, now);
   return absl::OkStatus();
 }
 

@@ -1,3 +1,4 @@
+#include "server/server_metrics.h"
 #include "server/gc_job.h"
 #include "server/crash_point.h"
 
@@ -143,6 +144,7 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
   for (auto& t : threads) t.join();
   if (ctx.cancelled()) return absl::CancelledError("cancelled by request");
   BLKFLEET_RETURN_IF_ERROR(first_error);
+  if (!options.dry_run) metrics::GcRemoved(counts.removed, counts.removed_bytes);
 
   ctx.SetSummary(absl::StrCat(
       options.dry_run ? "would remove " : "removed ", counts.removed, " chunks (",

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "server/server_metrics.h"
 
 namespace blkfleet::server {
 
@@ -207,15 +208,15 @@ void JobManager::Run(std::shared_ptr<Live> live, Body body,
     return;
   }
   live->Transition(v1::JOB_STATE_RUNNING, "");
+  const absl::Time start = clock_->Now();
   absl::Status s = body(*live);
   before_end();
-  if (s.ok()) {
-    live->Transition(v1::JOB_STATE_SUCCEEDED, "");
-  } else if (live->cancelled() || absl::IsCancelled(s)) {
-    live->Transition(v1::JOB_STATE_CANCELLED, std::string(s.message()));
-  } else {
-    live->Transition(v1::JOB_STATE_FAILED, std::string(s.message()));
-  }
+  const v1::JobState end = s.ok() ? v1::JOB_STATE_SUCCEEDED
+                           : (live->cancelled() || absl::IsCancelled(s)) ? v1::JOB_STATE_CANCELLED
+                                                                         : v1::JOB_STATE_FAILED;
+  metrics::JobEnded(live->Snapshot(nullptr), end,
+                    absl::ToDoubleSeconds(clock_->Now() - start));
+  live->Transition(end, std::string(s.message()));
 }
 
 std::shared_ptr<JobManager::Live> JobManager::FindLive(const std::string& id) {

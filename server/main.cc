@@ -14,11 +14,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/durable_file.h"
+#include "common/metrics.h"
+#include "common/metrics_grpc.h"
 #include "common/tls.h"
 #include "server/agent_client.h"
 #include "server/authz.h"
 #include "server/catalog/sqlite_catalog.h"
 #include "server/job_manager.h"
+#include "server/server_metrics.h"
 #include "server/repository/repository.h"
 #include "server/scheduler.h"
 #include "server/server_service.h"
@@ -41,11 +44,18 @@ int main(int argc, char** argv) {
   blkfleet::tls::TlsFiles tls_files;
   std::string gc_grace_text = "24h";
   std::string policy_file;
+  std::string metrics_listen;  // empty: no /metrics endpoint
+  std::string metrics_port_file;
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
       ->required();
   app.add_option("--port-file", port_file, "write the bound port to this file");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "host:port to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9480 "
+                 "(port 0: any free port; default: off)");
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "write the bound metrics port to this file");
   app.add_flag("--insecure", insecure,
                "plaintext gRPC to clients and agents, no authentication (local experiments only)");
   app.add_option("--tls-ca", tls_files.ca, "CA certificate (PEM) clients and agents must chain to");
@@ -103,6 +113,29 @@ int main(int argc, char** argv) {
   if (!catalog.ok()) return Fail(absl::StrCat("catalog: ", catalog.status().ToString()));
   auto failed = (*catalog)->FailUnfinishedJobs("the server stopped while the job ran");
   if (!failed.ok()) return Fail(failed.status().ToString());
+  blkfleet::server::metrics::Init();
+  if (absl::Status s = blkfleet::server::metrics::Restore(catalog->get()); !s.ok()) {
+    return Fail(absl::StrCat("metrics from the catalog: ", s.ToString()));
+  }
+  // The endpoint stops before the catalog and repository go: its scrape
+  // reads the repository.
+  struct StopMetrics {
+    ~StopMetrics() { blkfleet::metrics::StopServing(); }
+  } stop_metrics;
+  if (!metrics_listen.empty()) {
+    blkfleet::server::metrics::WatchRepository(repo->get(), absl::Minutes(1));
+    auto metrics_port = blkfleet::metrics::StartServing(metrics_listen, "--metrics-listen");
+    if (!metrics_port.ok()) return Fail(std::string(metrics_port.status().message()));
+    if (!metrics_port_file.empty()) {
+      if (absl::Status s = blkfleet::WriteFileDurably(metrics_port_file,
+                                                      absl::StrCat(*metrics_port, "\n"));
+          !s.ok()) {
+        return Fail(s.ToString());
+      }
+    }
+  } else if (!metrics_port_file.empty()) {
+    return Fail("--metrics-port-file needs --metrics-listen");
+  }
 
   // Signals are taken by sigwait below; block them before any thread starts.
   sigset_t sigs;
@@ -142,6 +175,8 @@ int main(int argc, char** argv) {
   scheduler->Start();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  builder.experimental().SetInterceptorCreators(
+      blkfleet::metrics::RpcMetricsInterceptors("blkfleet_server"));
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
   builder.SetMaxReceiveMessageSize(blkfleet::server::kMaxMessageBytes);

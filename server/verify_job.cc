@@ -1,3 +1,4 @@
+#include "server/server_metrics.h"
 #include "server/verify_job.h"
 
 #include <algorithm>
@@ -168,6 +169,7 @@ absl::Status RunVerify(catalog::Catalog* catalog, repo::Repository* repo,
     if (u.ok()) users = std::move(*u);
   }
 
+  metrics::VerifyChecked(chunks.size(), bad.size(), !bad.empty() || !problems.empty());
   const std::string checked =
       absl::StrCat("checked ", chunks.size(), " distinct chunks (", bytes_total, " bytes) of ",
                    backup.devices_size(), " devices: ", bad.size(), " bad");

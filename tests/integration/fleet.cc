@@ -78,10 +78,23 @@ absl::Status SimAgent::Start(const std::string& listen) {
     argv.push_back(d);
   }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  const std::string metrics_port_file = dir + "/agent.metrics-port";
+  std::filesystem::remove(metrics_port_file);
+  if (metrics) {
+    for (const char* a : {"--metrics-listen", "127.0.0.1:0", "--metrics-port-file"}) {
+      argv.push_back(a);
+    }
+    argv.push_back(metrics_port_file);
+  }
   BLKFLEET_RETURN_IF_ERROR(process.Start(argv, dir + "/agent.log"));
   auto addr = process.WaitForAddress(port_file, absl::Seconds(30));
   if (!addr.ok()) return addr.status();
   address = Normalise(*addr);
+  if (metrics) {
+    auto maddr = process.WaitForAddress(metrics_port_file, absl::Seconds(30));
+    if (!maddr.ok()) return maddr.status();
+    metrics_address = Normalise(*maddr);
+  }
   auto channel = Channel(address);
   agent = agent::v1::Agent::NewStub(channel);
   workload = agent::simtest::v1::SimWorkload::NewStub(channel);
@@ -100,10 +113,23 @@ absl::Status ServerProcess::Start() {
   std::vector<std::string> argv = {Binaries::Server(), "--listen", "127.0.0.1:0", "--port-file",
                                    port_file, "--data-dir", dir + "/data", "--insecure"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  const std::string metrics_port_file = dir + "/server.metrics-port";
+  std::filesystem::remove(metrics_port_file);
+  if (metrics) {
+    for (const char* a : {"--metrics-listen", "127.0.0.1:0", "--metrics-port-file"}) {
+      argv.push_back(a);
+    }
+    argv.push_back(metrics_port_file);
+  }
   BLKFLEET_RETURN_IF_ERROR(process.Start(argv, dir + "/server.log"));
   auto addr = process.WaitForAddress(port_file, absl::Seconds(30));
   if (!addr.ok()) return addr.status();
   address = Normalise(*addr);
+  if (metrics) {
+    auto maddr = process.WaitForAddress(metrics_port_file, absl::Seconds(30));
+    if (!maddr.ok()) return maddr.status();
+    metrics_address = Normalise(*maddr);
+  }
   stub = server::v1::Server::NewStub(Channel(address));
   return absl::OkStatus();
 }

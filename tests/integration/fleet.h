@@ -32,6 +32,8 @@ struct SimAgent {
   std::string address;
   std::unique_ptr<agent::v1::Agent::Stub> agent;
   std::unique_ptr<agent::simtest::v1::SimWorkload::Stub> workload;
+  bool metrics = false;  // serve /metrics on a free port, found in metrics_address
+  std::string metrics_address;
 
   // Starts (or restarts) the agent on a fresh port, or on `listen` when
   // given ("127.0.0.1:PORT"); the sim dir (device contents) survives restarts.
@@ -46,6 +48,8 @@ struct ServerProcess {
   std::string address;
   std::unique_ptr<server::v1::Server::Stub> stub;
   std::vector<std::string> extra_args;  // appended to the server's flags
+  bool metrics = false;  // serve /metrics on a free port, found in metrics_address
+  std::string metrics_address;
   absl::Status Start();
 };
 

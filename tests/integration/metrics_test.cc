@@ -1,0 +1,191 @@
+// /metrics of both daemons over real processes: the values move with a
+// backup, the output passes `promtool check metrics`, and the server brings
+// blkfleet_backup_last_success_timestamp_seconds back from its catalog.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "tests/integration/fleet.h"
+
+namespace blkfleet::testing {
+namespace {
+
+namespace sv = server::v1;
+constexpr uint64_t kMiB = 1ull << 20;
+
+// GET http://ADDRESS/metrics; the body, or an error.
+absl::StatusOr<std::string> Scrape(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError("bad address " + address);
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket");
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return absl::UnavailableError("connect " + address);
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return absl::UnavailableError("write");
+  }
+  std::string resp;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  if (resp.rfind("HTTP/1.1 200", 0) != 0 && resp.rfind("HTTP/1.0 200", 0) != 0) {
+    return absl::UnavailableError("not 200: " + resp.substr(0, 200));
+  }
+  const size_t body = resp.find("\r\n\r\n");
+  if (body == std::string::npos) return absl::DataLossError("no body");
+  return resp.substr(body + 4);
+}
+
+// Sample lines "name{labels} value" -> value, keyed by "name{labels}" as
+// printed.
+std::map<std::string, double> Samples(const std::string& text) {
+  std::map<std::string, double> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t sp = line.rfind(' ');
+    double v = 0;
+    if (sp == absl::string_view::npos || !absl::SimpleAtod(line.substr(sp + 1), &v)) continue;
+    out[std::string(line.substr(0, sp))] = v;
+  }
+  return out;
+}
+
+double Value(const std::map<std::string, double>& s, const std::string& key) {
+  auto it = s.find(key);
+  EXPECT_NE(it, s.end()) << "no sample " << key;
+  return it == s.end() ? -1 : it->second;
+}
+
+// Runs `promtool check metrics` on `text`; its output and exit status.
+std::pair<int, std::string> PromtoolCheck(const std::string& dir, const std::string& text) {
+  const std::string path = dir + "/scrape.txt";
+  std::ofstream(path) << text;
+  FILE* p = ::popen(("promtool check metrics < " + path + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {-1, "popen failed"};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int rc = ::pclose(p);
+  return {rc, out};
+}
+
+class MetricsTest : public FleetTest {
+ protected:
+  void SetUp() override {
+    agent_.metrics = true;
+    server_.metrics = true;
+    // vda gets random data; vdb stays zero, so its chunks repeat and all
+    // but one travel as digests only (deduplicated).
+    StartFleet({"vda=32MiB", "vdb=16MiB"});
+    RegisterHost({"vda", "vdb"});
+  }
+
+  std::map<std::string, double> ScrapeChecked(const std::string& who, const std::string& addr) {
+    auto text = Scrape(addr);
+    EXPECT_TRUE(text.ok()) << who << ": " << text.status();
+    if (!text.ok()) return {};
+    auto [rc, out] = PromtoolCheck(dir_, *text);
+    EXPECT_EQ(rc, 0) << "promtool check metrics on the " << who
+                     << "'s /metrics (promtool comes with Debian's prometheus package, "
+                        "deploy/setup.sh):\n"
+                     << out;
+    return Samples(*text);
+  }
+};
+
+TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
+  auto a0 = ScrapeChecked("agent", agent_.metrics_address);
+  auto s0 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(Value(a0, "blkfleet_agent_image_read_bytes_total"), 0);
+  EXPECT_EQ(Value(a0, "blkfleet_agent_snapshots"), 0);
+  EXPECT_EQ(Value(s0, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"succeeded\"}"), 0);
+  EXPECT_EQ(s0.count("blkfleet_backup_last_success_timestamp_seconds{device=\"vda\",host=\"h1\"}"),
+            0u);
+  EXPECT_GT(Value(s0, "blkfleet_server_repository_filesystem_size_bytes"), 0);
+
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 32 * kMiB, 7).ok());
+  const double before = absl::ToUnixSeconds(absl::Now());
+  auto full = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(full->state(), sv::JOB_STATE_SUCCEEDED) << full->error();
+  // An incremental reads the CBT maps.
+  auto incr = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(incr.ok()) << incr.status();
+  ASSERT_EQ(incr->state(), sv::JOB_STATE_SUCCEEDED) << incr->error();
+  const double after = absl::ToUnixSeconds(absl::Now()) + 1;
+  // A refused call shows as an error by kind.
+  agent::v1::GetSnapshotRequest bad;
+  bad.set_id("not-an-id");
+  agent::v1::Snapshot snap;
+  EXPECT_EQ(agent_.agent->GetSnapshot(Ctx().get(), bad, &snap).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  auto a1 = ScrapeChecked("agent", agent_.metrics_address);
+  auto s1 = ScrapeChecked("server", server_.metrics_address);
+  // The full backup read both devices whole.
+  EXPECT_GE(Value(a1, "blkfleet_agent_image_read_bytes_total"), 48.0 * kMiB);
+  EXPECT_GE(Value(a1, "blkfleet_agent_image_chunks_read_total"), 12);
+  const double sent = Value(a1, "blkfleet_agent_image_sent_bytes_total");
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(sent, 48.0 * kMiB);  // the zero chunks of vdb went as digests
+  EXPECT_GE(Value(a1, "blkfleet_agent_stream_throughput_bytes_per_second_count"), 2);
+  EXPECT_GE(Value(a1, "blkfleet_agent_cbt_map_read_duration_seconds_count"), 2);
+  EXPECT_EQ(Value(a1, "blkfleet_agent_snapshots"), 0);  // both destroyed
+  EXPECT_GE(Value(a1, "blkfleet_agent_grpc_server_handled_total{code=\"OK\",method=\"StreamImage\"}"),
+            2);
+  EXPECT_EQ(
+      Value(a1, "blkfleet_agent_grpc_server_handled_total{code=\"INVALID_ARGUMENT\",method=\"GetSnapshot\"}"),
+      1);
+
+  EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"succeeded\"}"), 2);
+  EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"failed\"}"), 0);
+  EXPECT_EQ(Value(s1, "blkfleet_server_job_duration_seconds_count{kind=\"backup\"}"), 2);
+  EXPECT_EQ(Value(s1, "blkfleet_server_ingested_bytes_total"), sent);
+  // vdb: 4 chunks of zeros, one sent, three deduplicated.
+  EXPECT_GE(Value(s1, "blkfleet_server_deduplicated_bytes_total"), 12.0 * kMiB);
+  EXPECT_GE(Value(s1, "blkfleet_server_repository_chunks"), 9);  // 8 of vda, 1 of vdb
+  EXPECT_GT(Value(s1, "blkfleet_server_repository_chunk_bytes"), 0);
+  EXPECT_GE(Value(s1, "blkfleet_server_grpc_server_handled_total{code=\"OK\",method=\"RunBackup\"}"),
+            2);
+  const std::string vda = "blkfleet_backup_last_success_timestamp_seconds{device=\"vda\",host=\"h1\"}";
+  const double last = Value(s1, vda);
+  EXPECT_GE(last, before);
+  EXPECT_LE(last, after);
+
+  // Restarted, the server knows the last success from its catalog.
+  server_.stub.reset();
+  server_.process.Kill(SIGTERM);
+  ASSERT_TRUE(server_.Start().ok()) << server_.process.LogTail();
+  auto s2 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_NEAR(Value(s2, vda), last, 1e-3);
+  EXPECT_NEAR(
+      Value(s2, "blkfleet_backup_last_success_timestamp_seconds{device=\"vdb\",host=\"h1\"}"), last,
+      1e-3);
+  EXPECT_EQ(Value(s2, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"succeeded\"}"), 0);
+}
+
+}  // namespace
+}  // namespace blkfleet::testing
