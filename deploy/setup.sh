@@ -11,6 +11,7 @@ build_pkgs=(
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
   libbenchmark-dev libzstd-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
   libyaml-cpp-dev tzdata
+  prometheus  # promtool: checks of /metrics and of deploy/prometheus in the tests
 )
 kmod_pkgs=(
   build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils

@@ -116,6 +116,10 @@ void JobEnded(const v1::Job& job, v1::JobState state, double seconds) {
     m::GetCounter("blkfleet_server_backup_failures_total", "Failed backup jobs, by host",
                   {{"host", job.host()}})
         .Increment();
+    m::GetGauge("blkfleet_backup_last_failure_timestamp_seconds",
+                "Unix time of the last failed backup job of each host (since the server started)",
+                {{"host", job.host()}})
+        .Set(static_cast<double>(absl::ToUnixMicros(absl::Now())) / 1e6);
   }
 }
 

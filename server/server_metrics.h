@@ -25,7 +25,8 @@ namespace blkfleet::server::metrics {
 void Init();
 
 // A job ended: counted by kind and outcome, its run time observed by kind;
-// a failed backup is also counted by host.
+// a failed backup is also counted by host and sets its host's
+// blkfleet_backup_last_failure_timestamp_seconds.
 void JobEnded(const v1::Job& job, v1::JobState state, double seconds);
 // One chunk of a backup arrived: `received_bytes` of payload (0 when only
 // its digest came), `plain_bytes` of device data it stands for.

@@ -10,7 +10,11 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <regex>
+#include <set>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -92,6 +96,54 @@ std::pair<int, std::string> PromtoolCheck(const std::string& dir, const std::str
   return {rc, out};
 }
 
+// Metric family names from "# TYPE name kind" lines, with the sample names
+// of histograms and summaries.
+std::set<std::string> FamilyNames(const std::string& text) {
+  std::set<std::string> names;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() != 4 || f[0] != "#" || f[1] != "TYPE") continue;
+    names.insert(f[2]);
+    if (f[3] == "histogram" || f[3] == "summary") {
+      for (const char* s : {"_bucket", "_sum", "_count"}) names.insert(f[2] + s);
+    }
+  }
+  return names;
+}
+
+// Every blkfleet_* name in `text`.
+std::set<std::string> NamesIn(const std::string& text) {
+  static const std::regex kName("blkfleet_[a-z0-9_]+");
+  std::set<std::string> out;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kName); it != std::sregex_iterator();
+       ++it) {
+    out.insert(it->str());
+  }
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The "expr" of every panel target of a Grafana dashboard.
+void CollectExprs(const nlohmann::json& j, std::vector<std::string>* out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.key() == "expr" && it.value().is_string()) {
+        out->push_back(it.value().get<std::string>());
+      } else {
+        CollectExprs(it.value(), out);
+      }
+    }
+  } else if (j.is_array()) {
+    for (const auto& e : j) CollectExprs(e, out);
+  }
+}
+
 class MetricsTest : public FleetTest {
  protected:
   void SetUp() override {
@@ -136,6 +188,10 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
   ASSERT_TRUE(incr.ok()) << incr.status();
   ASSERT_EQ(incr->state(), sv::JOB_STATE_SUCCEEDED) << incr->error();
   const double after = absl::ToUnixSeconds(absl::Now()) + 1;
+  // A backup that fails: the agent has no such device.
+  auto failed = RunBackupAndWait(*server_.stub, "h1", {"nope"});
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  ASSERT_EQ(failed->state(), sv::JOB_STATE_FAILED);
   // A refused call shows as an error by kind.
   agent::v1::GetSnapshotRequest bad;
   bad.set_id("not-an-id");
@@ -161,7 +217,9 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
       1);
 
   EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"succeeded\"}"), 2);
-  EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"failed\"}"), 0);
+  EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"failed\"}"), 1);
+  EXPECT_EQ(Value(s1, "blkfleet_server_backup_failures_total{host=\"h1\"}"), 1);
+  EXPECT_GE(Value(s1, "blkfleet_backup_last_failure_timestamp_seconds{host=\"h1\"}"), after - 1);
   EXPECT_EQ(Value(s1, "blkfleet_server_job_duration_seconds_count{kind=\"backup\"}"), 2);
   EXPECT_EQ(Value(s1, "blkfleet_server_ingested_bytes_total"), sent);
   // vdb: 4 chunks of zeros, one sent, three deduplicated.
@@ -174,6 +232,38 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
   const double last = Value(s1, vda);
   EXPECT_GE(last, before);
   EXPECT_LE(last, after);
+
+  // Every metric the alert rules and the dashboard name exists in the live
+  // output of one of the daemons. Only the scheduler sets the per-policy
+  // age limit (the rules fall back to a default without it).
+  std::set<std::string> live = FamilyNames(*Scrape(agent_.metrics_address));
+  live.merge(FamilyNames(*Scrape(server_.metrics_address)));
+  const std::set<std::string> set_by_scheduler = {"blkfleet_backup_max_age_seconds"};
+  const std::string prom = std::string(BLKFLEET_SOURCE_DIR) + "/deploy/prometheus";
+  const std::string rules = ReadFile(prom + "/rules/blkfleet.rules.yml");
+  ASSERT_FALSE(rules.empty());
+  for (const std::string& name : NamesIn(rules)) {
+    EXPECT_TRUE(live.contains(name) || set_by_scheduler.contains(name))
+        << "rules/blkfleet.rules.yml names " << name << ", which neither daemon exports";
+  }
+  const nlohmann::json dashboard =
+      nlohmann::json::parse(ReadFile(prom + "/grafana/blkfleet-fleet.json"));
+  std::vector<std::string> exprs;
+  CollectExprs(dashboard, &exprs);
+  EXPECT_GE(exprs.size(), 10u);
+  for (const std::string& e : exprs) {
+    for (const std::string& name : NamesIn(e)) {
+      EXPECT_TRUE(live.contains(name)) << "the dashboard's \"" << e << "\" names " << name
+                                      << ", which neither daemon exports";
+    }
+    // Recorded series come from the rules.
+    static const std::regex kRecorded("blkfleet:[a-z0-9_:]+");
+    for (auto it = std::sregex_iterator(e.begin(), e.end(), kRecorded);
+         it != std::sregex_iterator(); ++it) {
+      EXPECT_NE(rules.find("record: " + it->str()), std::string::npos)
+          << "the dashboard uses " << it->str() << ", which no rule records";
+    }
+  }
 
   // Restarted, the server knows the last success from its catalog.
   server_.stub.reset();
