@@ -220,7 +220,7 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
   EXPECT_EQ(Value(s1, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"failed\"}"), 1);
   EXPECT_EQ(Value(s1, "blkfleet_server_backup_failures_total{host=\"h1\"}"), 1);
   EXPECT_GE(Value(s1, "blkfleet_backup_last_failure_timestamp_seconds{host=\"h1\"}"), after - 1);
-  EXPECT_EQ(Value(s1, "blkfleet_server_job_duration_seconds_count{kind=\"backup\"}"), 2);
+  EXPECT_EQ(Value(s1, "blkfleet_server_job_duration_seconds_count{kind=\"backup\"}"), 3);  // 2 good, 1 failed
   EXPECT_EQ(Value(s1, "blkfleet_server_ingested_bytes_total"), sent);
   // vdb: 4 chunks of zeros, one sent, three deduplicated.
   EXPECT_GE(Value(s1, "blkfleet_server_deduplicated_bytes_total"), 12.0 * kMiB);
