@@ -87,6 +87,7 @@ build() {
   printf '127.0.0.1 localhost\n' >"$r/etc/hosts"
   printf '%s\n' "--listen 0.0.0.0:7443 --backend kernel --device /dev/vda --diff-storage-dir /ds" \
     "--diff-storage-limit 512MiB --allowed-server lab-server --snapshot-hook /bin/lab-hash-hook" \
+    "--restore-device /dev/vdb" \
     >"$r/etc/lab/agent.args.default"
   (cd -- "$r" && find . -print0 | cpio --null -o -H newc --quiet) >"$lab/initramfs.cpio"
   rm -rf -- "$r" "$WORK/src"
