@@ -26,6 +26,37 @@ class BackupRestoreTest : public FleetTest {
     RegisterHost({"vda", "vdb"});
   }
 
+  // Moves the agent to a 256 MiB device filled with `seed` (big enough for
+  // the stream to be running when the agent dies), starts a backup and kills
+  // the agent with SIGKILL once chunks arrive. Sets *job_id.
+  void StartBackupAndKillAgentMidStream(uint64_t seed, std::string* job_id) {
+    agent_.process.Kill(SIGKILL);
+    agent_.dir = dir_ + "/h1-big";
+    agent_.devices = {"vda=256MiB"};
+    ASSERT_TRUE(agent_.Start().ok()) << agent_.process.LogTail();
+    RegisterHost({"vda"});  // the agent listens on a new port
+    ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 256 * kMiB, seed).ok());
+    sv::RunBackupRequest req;
+    req.set_host("h1");
+    sv::Job job;
+    ASSERT_TRUE(server_.stub->RunBackup(Ctx().get(), req, &job).ok());
+    *job_id = job.id();
+    bool killed = false;
+    for (int i = 0; i < 2000 && !killed; ++i) {
+      sv::GetJobRequest g;
+      g.set_id(job.id());
+      sv::Job now;
+      ASSERT_TRUE(server_.stub->GetJob(Ctx().get(), g, &now).ok());
+      if (now.state() != sv::JOB_STATE_PENDING && now.state() != sv::JOB_STATE_RUNNING) break;
+      if (now.progress().chunks_done() >= 1) {
+        agent_.process.Kill(SIGKILL);
+        killed = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_TRUE(killed) << "the backup ended before the agent could be killed mid-stream";
+  }
+
   sv::Backup GetBackup(const std::string& id) {
     sv::GetBackupRequest req;
     req.set_id(id);
@@ -160,34 +191,10 @@ TEST_F(BackupRestoreTest, BackupWhileWorkloadWritesRestoresTheSnapshotInstant) {
 }
 
 TEST_F(BackupRestoreTest, AgentKilledMidStreamCommitsNothingAndNextBackupWorks) {
-  // A bigger device so the stream is still running when the agent dies.
-  agent_.process.Kill(SIGKILL);
-  agent_.dir = dir_ + "/h1-big";
-  agent_.devices = {"vda=256MiB"};
-  ASSERT_TRUE(agent_.Start().ok()) << agent_.process.LogTail();
-  RegisterHost({"vda"});  // the agent listens on a new port
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 256 * kMiB, 41).ok());
-
-  sv::RunBackupRequest req;
-  req.set_host("h1");
-  sv::Job job;
-  ASSERT_TRUE(server_.stub->RunBackup(Ctx().get(), req, &job).ok());
-  // Kill the agent once data is flowing.
-  bool killed = false;
-  for (int i = 0; i < 2000 && !killed; ++i) {
-    sv::GetJobRequest g;
-    g.set_id(job.id());
-    sv::Job now;
-    ASSERT_TRUE(server_.stub->GetJob(Ctx().get(), g, &now).ok());
-    if (now.state() != sv::JOB_STATE_PENDING && now.state() != sv::JOB_STATE_RUNNING) break;
-    if (now.progress().chunks_done() >= 1) {
-      agent_.process.Kill(SIGKILL);
-      killed = true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(killed) << "the backup ended before the agent could be killed mid-stream";
-  auto ended = WaitJob(*server_.stub, job.id(), 300);
+  std::string job_id;
+  StartBackupAndKillAgentMidStream(41, &job_id);
+  if (HasFatalFailure()) return;
+  auto ended = WaitJob(*server_.stub, job_id, 300);
   ASSERT_TRUE(ended.ok()) << ended.status();
   // The sim agent's snapshots die with it, so the job cannot resume: it must
   // fail, name the cause, and leave no backup behind.
@@ -207,36 +214,14 @@ TEST_F(BackupRestoreTest, AgentKilledMidStreamCommitsNothingAndNextBackupWorks) 
 }
 
 TEST_F(BackupRestoreTest, AgentRestartedMidStreamJobRetriesWithANewSnapshotAndSucceeds) {
-  agent_.process.Kill(SIGKILL);
-  agent_.dir = dir_ + "/h1-big";
-  agent_.devices = {"vda=256MiB"};
-  ASSERT_TRUE(agent_.Start().ok()) << agent_.process.LogTail();
-  RegisterHost({"vda"});
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 256 * kMiB, 43).ok());
-
-  sv::RunBackupRequest req;
-  req.set_host("h1");
-  sv::Job job;
-  ASSERT_TRUE(server_.stub->RunBackup(Ctx().get(), req, &job).ok());
-  bool killed = false;
-  for (int i = 0; i < 2000 && !killed; ++i) {
-    sv::GetJobRequest g;
-    g.set_id(job.id());
-    sv::Job now;
-    ASSERT_TRUE(server_.stub->GetJob(Ctx().get(), g, &now).ok());
-    if (now.state() != sv::JOB_STATE_PENDING && now.state() != sv::JOB_STATE_RUNNING) break;
-    if (now.progress().chunks_done() >= 1) {
-      agent_.process.Kill(SIGKILL);
-      killed = true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(killed) << "the backup ended before the agent could be killed mid-stream";
+  std::string job_id;
+  StartBackupAndKillAgentMidStream(43, &job_id);
+  if (HasFatalFailure()) return;
   // The agent comes back on its address, as a service manager restarts it,
   // while the job waits to try again. Its snapshots died with it.
   ASSERT_TRUE(agent_.Start(agent_.address).ok()) << agent_.process.LogTail();
 
-  auto ended = WaitJob(*server_.stub, job.id(), 300);
+  auto ended = WaitJob(*server_.stub, job_id, 300);
   ASSERT_TRUE(ended.ok()) << ended.status();
   ASSERT_EQ(ended->state(), sv::JOB_STATE_SUCCEEDED) << ended->error();
   EXPECT_GE(ended->attempts(), 1u) << "the job should say it retried";
