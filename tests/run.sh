@@ -76,7 +76,7 @@ run_counted() {
   log "$name: $*"
   out="$(mktemp)"
   "$@" 2>&1 | tee "$out" || rc=$?
-  line="$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 || true)"
+  line="$(grep -E '^([A-Za-z0-9-]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 || true)"
   rm -f "$out"
   if [[ -z "$line" ]]; then
     total_fail=$((total_fail + 1))
