@@ -28,16 +28,6 @@ randwrite() {
 		awk -F';' '{ printf "%d\n", $49 }'
 }
 
-# seqread <device> <offset MiB> <size MiB>: 1 MiB O_DIRECT sequential read,
-# KiB/s, after writing back and dropping the page cache.
-seqread() {
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	fio --thread --name=sr --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=psync \
-		--offset="$2"M --size="$3"M --output-format=terse --terse-version=3 |
-		awk -F';' '{ printf "%d\n", $7 }'
-}
-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) }'; }
 
 bf_reload_module || { out error 1 "blksnap does not load"; exit 1; }
@@ -87,40 +77,28 @@ dm256=$((dm256 + $(dm_randwrite 512)))
 dm4=$((dm4 + $(dm_randwrite 8)))
 
 # Image reads against origin reads, on a fresh snapshot.  A round reads
-# the same $SEQ_MIB MiB of both, in $SEG_MIB MiB segments taken in turn
-# from the origin and the image (which one goes first alternates, ABBA),
-# so a change of host load within the round hits both alike.  Every read
-# is O_DIRECT after a sync and a cache drop, so that neither is served
-# from the page cache (the copies are written through it).  The round's
-# ratio is origin read time over image read time; every round is printed
-# and the figure is the median of the rounds.
-SEG_MIB=64
+# the same $SEQ_MIB MiB of both with /t/pairread: 1 MiB O_DIRECT reads, the
+# origin's and the image's read of each MiB back to back (which one goes
+# first alternates), so a change of host load hits both alike; the page
+# cache is written back and dropped first.  The round's ratio is origin
+# read time over image read time; every round is printed with the median
+# of its per-MiB ratios, and the figure is the median of the rounds.
 # readpair <label> <offset MiB>: prints the rounds, the median ratio.
 readpair() {
 	ratios=""
 	r=1
 	while [ "$r" -le "$ROUNDS" ]; do
-		to=0 ti=0 s=0
-		while [ $((s * SEG_MIB)) -lt "$SEQ_MIB" ]; do
-			at=$(($2 + s * SEG_MIB))
-			if [ $((s % 2)) = 1 ]; then
-				o=$(seqread /dev/vda "$at" "$SEG_MIB")
-				i=$(seqread "$img" "$at" "$SEG_MIB")
-			else
-				i=$(seqread "$img" "$at" "$SEG_MIB")
-				o=$(seqread /dev/vda "$at" "$SEG_MIB")
-			fi
-			# Seconds taken by each read, summed over the round.
-			to=$(awk -v t="$to" -v b="$o" -v m="$SEG_MIB" \
-				'BEGIN { printf "%.6f\n", t + (b > 0 ? m * 1024 / b : 1e9) }')
-			ti=$(awk -v t="$ti" -v b="$i" -v m="$SEG_MIB" \
-				'BEGIN { printf "%.6f\n", t + (b > 0 ? m * 1024 / b : 1e9) }')
-			s=$((s + 1))
-		done
-		x=$(ratio "$to" "$ti")
-		out "$1_round$r" "$x" "ratio # origin $(awk -v t="$to" -v m="$SEQ_MIB" \
-			'BEGIN { printf "%d", m / t }') MiB/s, image $(awk -v t="$ti" \
-			-v m="$SEQ_MIB" 'BEGIN { printf "%d", m / t }') MiB/s"
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+		p=$(/t/pairread /dev/vda "$img" "$2" "$SEQ_MIB" 2>&1) ||
+			{ out error 1 "pairread failed: $p"; return; }
+		# shellcheck disable=SC2086
+		set -- "$1" "$2" $p
+		x=$(ratio "$3" "$4")
+		out "$1_round$r" "$x" "ratio # origin $(awk -v t="$3" -v m="$SEQ_MIB" \
+			'BEGIN { printf "%d", m / t }') MiB/s, image $(awk -v t="$4" \
+			-v m="$SEQ_MIB" 'BEGIN { printf "%d", m / t }') MiB/s, median per-MiB ratio $5"
+		set -- "$1" "$2"
 		ratios="$ratios $x"
 		r=$((r + 1))
 	done
