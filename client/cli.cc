@@ -103,8 +103,11 @@ class Cli {
   int JobList();
   int JobShow();
   int JobCancel();
-  // Prints the started job, or follows it to its end with --wait.
-  int Started(const v1::Job& job, bool wait);
+  int BackupShow();
+  int Prune();
+  // Prints the started job, or follows it to its end with --wait; `last`
+  // (optional) receives its final state.
+  int Started(const v1::Job& job, bool wait, v1::Job* last_out = nullptr);
 
   CliIo io_;
   std::string server_;
@@ -161,7 +164,7 @@ int Cli::HostList() {
   return 0;
 }
 
-int Cli::Started(const v1::Job& job, bool wait) {
+int Cli::Started(const v1::Job& job, bool wait, v1::Job* last_out) {
   if (!wait) {
     if (json_) {
       Print(job);
@@ -189,6 +192,7 @@ int Cli::Started(const v1::Job& job, bool wait) {
   if (drew) io_.err << "\n";
   grpc::Status s = reader->Finish();
   if (!s.ok()) return RpcError(s);
+  if (last_out) *last_out = last;
   if (json_) Print(last);
   switch (last.state()) {
     case v1::JOB_STATE_SUCCEEDED:
@@ -304,6 +308,38 @@ int Cli::CollectGarbage() {
   grpc::Status s = stub().CollectGarbage(&ctx, req, &job);
   if (!s.ok()) return RpcError(s);
   return Started(job, wait_);
+}
+
+int Cli::BackupShow() {
+  v1::GetBackupRequest req;
+  req.set_id(backup_id_);
+  v1::Backup b;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().GetBackup(&ctx, req, &b);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(b);
+  } else {
+    PrintBackup(b, io_.out);
+  }
+  return 0;
+}
+
+int Cli::Prune() {
+  v1::PruneRequest req;
+  req.set_host(host_filter_);
+  req.set_dry_run(dry_run_);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().Prune(&ctx, req, &job);
+  if (!s.ok()) return RpcError(s);
+  // The decisions are the output: always follow the job to its end.
+  v1::Job last;
+  const int rc = Started(job, /*wait=*/true, &last);
+  if (!json_ && last.has_prune_result()) PrintPruneResult(last.prune_result(), io_.out);
+  return rc;
 }
 
 int Cli::PolicyApply() {
@@ -479,6 +515,16 @@ int Cli::Run(const std::vector<std::string>& args) {
   auto* unprotect = backup->add_subcommand("unprotect", "let prune remove a backup again");
   unprotect->add_option("BACKUP_ID", backup_id_, "backup id")->required();
   unprotect->callback([&] { rc = BackupProtect(false); });
+
+  auto* bshow = backup->add_subcommand("show", "one backup in full: devices, sizes, chunks, times");
+  bshow->add_option("ID", backup_id_, "backup id")->required();
+  bshow->callback([&] { rc = BackupShow(); });
+
+  auto* prune = app.add_subcommand(
+      "prune", "remove the backups no retention rule keeps (docs/policies.md); waits for the job");
+  prune->add_option("--host", host_filter_, "only this host (default: every host with a policy)");
+  prune->add_flag("--dry-run", dry_run_, "list what would be kept and removed, remove nothing");
+  prune->callback([&] { rc = Prune(); });
 
   auto* policy = app.add_subcommand("policy", "schedules, retention and device sets (docs/policies.md)");
   policy->require_subcommand(1);

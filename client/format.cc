@@ -157,6 +157,42 @@ void PrintJob(const v1::Job& j, std::ostream& out) {
   if (j.attempts() > 0) out << "resumes:   " << j.attempts() << "\n";
   if (!j.summary().empty()) out << "summary:   " << j.summary() << "\n";
   if (!j.error().empty()) out << "error:     " << j.error() << "\n";
+  if (j.has_prune_result()) PrintPruneResult(j.prune_result(), out);
+}
+
+void PrintBackup(const v1::Backup& b, std::ostream& out) {
+  out << "id:        " << b.id() << "\n"
+      << "host:      " << b.host() << "\n"
+      << "state:     committed" << (b.protected_() ? ", protected" : "") << "\n"
+      << "started:   " << HumanTime(b.start_time()) << "\n"
+      << "ended:     " << HumanTime(b.end_time()) << "\n"
+      << "snapshot:  " << (b.snapshot_id().empty() ? "-" : b.snapshot_id()) << "\n";
+  Table t({"DEVICE", "KIND", "BASE", "SIZE", "CHUNK", "CHUNKS", "READ", "NEW", "BYTES READ",
+           "RECEIVED", "CBT CHANGE"});
+  for (const auto& d : b.devices()) {
+    t.AddRow({d.device(), d.kind() == v1::BACKUP_KIND_INCREMENTAL ? "incremental" : "full",
+              d.base_backup_id().empty() ? "-" : d.base_backup_id(), HumanBytes(d.size_bytes()),
+              HumanBytes(d.chunk_size_bytes()), absl::StrCat(d.chunks_total()),
+              absl::StrCat(d.chunks_read()), absl::StrCat(d.chunks_new()),
+              HumanBytes(d.bytes_read()), HumanBytes(d.bytes_received()),
+              absl::StrCat(d.cbt().change_number())});
+  }
+  t.Print(out);
+}
+
+void PrintPruneResult(const v1::PruneResult& r, std::ostream& out) {
+  Table t({"BACKUP", "HOST", "STARTED", "DEVICES", "POLICY", "DECISION", "WHY"});
+  for (const auto& d : r.decisions()) {
+    std::string decision = "keep";
+    std::string why = absl::StrJoin(d.reasons(), ", ");
+    if (!d.keep()) {
+      decision = !d.skipped().empty() ? "not removed" : d.removed() ? "removed" : "would remove";
+      why = d.skipped().empty() ? "no rule keeps it" : d.skipped();
+    }
+    t.AddRow({d.backup_id(), d.host(), HumanTime(d.start_time()), absl::StrJoin(d.devices(), ","),
+              d.policies().empty() ? "-" : absl::StrJoin(d.policies(), ","), decision, why});
+  }
+  t.Print(out);
 }
 
 }  // namespace blkfleet::cli

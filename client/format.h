@@ -43,6 +43,10 @@ void PrintHosts(const server::v1::ListHostsResponse& r, std::ostream& out);
 void PrintBackups(const server::v1::ListBackupsResponse& r, std::ostream& out);
 void PrintJobs(const server::v1::ListJobsResponse& r, std::ostream& out);
 void PrintJob(const server::v1::Job& j, std::ostream& out);
+// One backup in full, device by device.
+void PrintBackup(const server::v1::Backup& b, std::ostream& out);
+// A prune's decisions: kept (with the rules that kept each) and removed.
+void PrintPruneResult(const server::v1::PruneResult& r, std::ostream& out);
 
 }  // namespace blkfleet::cli
 

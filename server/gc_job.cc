@@ -1,6 +1,7 @@
 #include "server/server_metrics.h"
 #include "server/gc_job.h"
 #include "server/crash_point.h"
+#include "server/prune_job.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,6 +70,13 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
     ~EndSweep() { pins->EndSweep(); }
   } end_sweep{pins};
 
+  if (!options.dry_run) {
+    // A prune interrupted after its catalog commit: its backups' files go
+    // before their chunks can (a reader of the repository alone never finds
+    // a backup whose chunks were collected).
+    ctx.SetPhase("finish interrupted removals");
+    BLKFLEET_RETURN_IF_ERROR(FinishBackupRemovals(catalog, repo).status());
+  }
   ctx.SetPhase("mark");
   DigestSet marked;
   BLKFLEET_RETURN_IF_ERROR(Mark(catalog, repo, ctx, &marked));

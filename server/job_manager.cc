@@ -79,6 +79,9 @@ class JobManager::Live final : public JobContext {
   void SetSummary(const std::string& summary) override {
     Mutate([&](v1::Job& j) { j.set_summary(summary); }, false);
   }
+  void SetPruneResult(const v1::PruneResult& result) override {
+    Mutate([&](v1::Job& j) { *j.mutable_prune_result() = result; }, false);
+  }
 
   // Sets the state (and times) and writes it to the catalog at once.
   void Transition(v1::JobState state, const std::string& error) {

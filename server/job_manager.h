@@ -36,6 +36,9 @@ class JobContext {
   virtual void SetBackupId(const std::string& id) = 0;
   // One line on the outcome, kept when the job ends (ok or not).
   virtual void SetSummary(const std::string& summary) = 0;
+  // A prune job's decisions, kept when the job ends. Ignored by contexts
+  // that keep no job record.
+  virtual void SetPruneResult(const v1::PruneResult& /*result*/) {}
 };
 
 // Runs long work (backup, restore) as jobs: each on its own thread, its state

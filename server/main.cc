@@ -21,6 +21,7 @@
 #include "server/authz.h"
 #include "server/catalog/sqlite_catalog.h"
 #include "server/job_manager.h"
+#include "server/prune_job.h"
 #include "server/server_metrics.h"
 #include "server/repository/repository.h"
 #include "server/scheduler.h"
@@ -113,6 +114,13 @@ int main(int argc, char** argv) {
   if (!catalog.ok()) return Fail(absl::StrCat("catalog: ", catalog.status().ToString()));
   auto failed = (*catalog)->FailUnfinishedJobs("the server stopped while the job ran");
   if (!failed.ok()) return Fail(failed.status().ToString());
+  // A prune that stopped after deleting a backup from the catalog: its files go now.
+  auto finished = blkfleet::server::FinishBackupRemovals(catalog->get(), repo->get());
+  if (!finished.ok()) return Fail(absl::StrCat("pending backup removals: ", finished.status().ToString()));
+  if (*finished > 0) {
+    std::cerr << "blkfleet-server: removed the files of " << *finished
+              << " pruned backups (an interrupted prune)\n";
+  }
   blkfleet::server::metrics::Init();
   if (absl::Status s = blkfleet::server::metrics::Restore(catalog->get()); !s.ok()) {
     return Fail(absl::StrCat("metrics from the catalog: ", s.ToString()));

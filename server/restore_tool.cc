@@ -94,7 +94,9 @@ int List(const std::string& root, bool json) {
   std::vector<std::string> ids;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(root + "/backups", ec)) {
-    if (e.is_directory()) ids.push_back(e.path().filename().string());
+    // `.tmp-` names: a backup being removed (Repository::RemoveBackupFiles).
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.rfind(".tmp-", 0) != 0) ids.push_back(name);
   }
   if (ec && ec != std::errc::no_such_file_or_directory) {
     std::cerr << "blkfleet-restore: list " << root << "/backups: " << ec.message() << "\n";

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <iostream>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,11 @@ namespace av1 = ::blkfleet::agent::v1;
     absl::Status s_ = (expr);                           \
     if (!s_.ok()) return ToGrpcStatus(s_);              \
   } while (0)
+
+// Prune and garbage collection exclude each other: a prune's backup leaves
+// the catalog and then the repository, and no sweep runs between the two.
+constexpr char kMaintenanceKey[] = "maintenance";
+constexpr char kMaintenanceBusy[] = "a prune or garbage collection is already running";
 
 grpc::Status Unimplemented(const std::string& feature) {
   return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
@@ -239,6 +245,8 @@ grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreReque
           absl::StrCat(path, " exists; set overwrite to replace it")));
     }
   }
+  auto use = uses_.Acquire(req->backup_id(), absl::StrCat("a restore to ", path));
+  RETURN_IF_BAD(use.status());
   auto backup = catalog_->GetBackup(req->backup_id());
   RETURN_IF_BAD(backup.status());
   int ordinal = -1;
@@ -270,7 +278,11 @@ grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreReque
   repo::Repository* repo = repo_;
   auto started = jobs_->Start(job, absl::StrCat("restore:", path),
                               absl::StrCat("a restore to ", path, " is already running"),
-                              [repo, rr](JobContext& ctx) { return RunRestoreToFile(repo, rr, ctx); });
+                              [repo, rr, use = *use](JobContext& ctx) {
+                                absl::Status s = RunRestoreToFile(repo, rr, ctx);
+                                use->Release();
+                                return s;
+                              });
   RETURN_IF_BAD(started.status());
   *resp = *started;
   return grpc::Status::OK;
@@ -279,6 +291,8 @@ grpc::Status ServerService::Restore(grpc::ServerContext*, const v1::RestoreReque
 grpc::Status ServerService::VerifyBackup(grpc::ServerContext*, const v1::VerifyBackupRequest* req,
                                          v1::Job* resp) {
   RETURN_IF_BAD(ValidateId(req->backup_id(), "backup_id"));
+  auto use = uses_.Acquire(req->backup_id(), "a verify");
+  RETURN_IF_BAD(use.status());
   auto backup = catalog_->GetBackup(req->backup_id());
   RETURN_IF_BAD(backup.status());
   v1::Job job;
@@ -290,16 +304,84 @@ grpc::Status ServerService::VerifyBackup(grpc::ServerContext*, const v1::VerifyB
   const std::string id = backup->id();
   auto started = jobs_->Start(job, absl::StrCat("verify:", id),
                               absl::StrCat("backup ", id, " is already being verified"),
-                              [catalog, repo, id](JobContext& ctx) {
-                                return RunVerify(catalog, repo, id, VerifyOptions{}, ctx);
+                              [catalog, repo, id, use = *use](JobContext& ctx) {
+                                absl::Status s = RunVerify(catalog, repo, id, VerifyOptions{}, ctx);
+                                use->Release();
+                                return s;
                               });
   RETURN_IF_BAD(started.status());
   *resp = *started;
   return grpc::Status::OK;
 }
 
-grpc::Status ServerService::Prune(grpc::ServerContext*, const v1::PruneRequest*, v1::Job*) {
-  return Unimplemented("prune");
+void ServerService::SetScheduler(Scheduler* scheduler) {
+  scheduler_ = scheduler;
+  if (!scheduler) return;
+  scheduler->SetAfterBackup([this](const Policy& policy, const std::string& host) {
+    v1::PruneRequest req;
+    req.set_host(host);
+    auto started = StartPrune(req);
+    if (!started.ok()) {
+      std::cerr << "blkfleet-server: prune after the backup of " << host << " (policy "
+                << policy.name << ") not started: " << started.status().message() << "\n";
+    }
+  });
+}
+
+absl::StatusOr<v1::Job> ServerService::StartPrune(const v1::PruneRequest& req) {
+  if (!req.host().empty()) {
+    BLKFLEET_RETURN_IF_ERROR(ValidateHostName(req.host(), "host"));
+    BLKFLEET_RETURN_IF_ERROR(catalog_->GetHost(req.host()).status());
+  }
+  if (!scheduler_) {
+    return absl::FailedPreconditionError("no policies: prune applies their retention rules");
+  }
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_PRUNE);
+  job.set_host(req.host());
+  PruneOptions opt;
+  opt.host = req.host();
+  opt.dry_run = req.dry_run();
+  catalog::Catalog* catalog = catalog_;
+  repo::Repository* repo = repo_;
+  BackupUses* uses = &uses_;
+  Scheduler* scheduler = scheduler_;
+  // The policies are read on the job's thread: the scheduler starts prunes
+  // while it holds its own lock.
+  return jobs_->Start(job, kMaintenanceKey, kMaintenanceBusy,
+                      [catalog, repo, uses, scheduler, opt](JobContext& ctx) {
+                        std::optional<PolicySet> set = scheduler->Policies();
+                        if (!set) {
+                          return absl::FailedPreconditionError(
+                              "no policies applied: prune applies their retention rules");
+                        }
+                        return RunPrune(catalog, repo, uses, *set, opt, ctx);
+                      });
+}
+
+grpc::Status ServerService::Prune(grpc::ServerContext*, const v1::PruneRequest* req,
+                                  v1::Job* resp) {
+  if (!req->host().empty()) RETURN_IF_BAD(ValidateHostName(req->host(), "host"));
+  std::optional<PolicySet> set = scheduler_ ? scheduler_->Policies() : std::nullopt;
+  if (!set) {
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        "no policies applied: prune applies their retention rules (blkfleet policy apply)"));
+  }
+  if (!req->host().empty()) {
+    RETURN_IF_BAD(catalog_->GetHost(req->host()).status());
+    bool covered = false;
+    for (const auto& p : set->policies) {
+      covered = covered || set->host_groups.at(p.host_group).Contains(req->host());
+    }
+    if (!covered) {
+      return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+          "host: ", req->host(), " is in no policy's host group, so no retention rule applies")));
+    }
+  }
+  auto started = StartPrune(*req);
+  RETURN_IF_BAD(started.status());
+  *resp = *started;
+  return grpc::Status::OK;
 }
 
 grpc::Status ServerService::CollectGarbage(grpc::ServerContext*,
@@ -313,7 +395,7 @@ grpc::Status ServerService::CollectGarbage(grpc::ServerContext*,
   repo::Repository* repo = repo_;
   ChunkPins* pins = &pins_;
   Clock* clock = clock_;
-  auto started = jobs_->Start(job, "gc", "garbage collection is already running",
+  auto started = jobs_->Start(job, kMaintenanceKey, kMaintenanceBusy,
                               [catalog, repo, pins, clock, opt](JobContext& ctx) {
                                 return RunGc(catalog, repo, pins, clock, opt, ctx);
                               });
@@ -431,6 +513,9 @@ grpc::Status ServerService::RestoreToHostDevice(const v1::RestoreRequest& req, v
   }
   auto host = catalog_->GetHost(t.host());
   RETURN_IF_BAD(host.status());
+  auto use = uses_.Acquire(req.backup_id(),
+                           absl::StrCat("a restore onto ", t.host(), ":", t.device()));
+  RETURN_IF_BAD(use.status());
   auto backup = catalog_->GetBackup(req.backup_id());
   RETURN_IF_BAD(backup.status());
   int ordinal = -1;
@@ -460,7 +545,11 @@ grpc::Status ServerService::RestoreToHostDevice(const v1::RestoreRequest& req, v
   const std::string key = absl::StrCat("restore-host:", host->name(), ":", t.device());
   auto started = jobs_->Start(
       job, key, absl::StrCat("a restore onto ", host->name(), ":", t.device(), " is already running"),
-      [repo, agents, rr](JobContext& ctx) { return RunRestoreToHostDevice(repo, agents, rr, ctx); });
+      [repo, agents, rr, use = *use](JobContext& ctx) {
+        absl::Status s = RunRestoreToHostDevice(repo, agents, rr, ctx);
+        use->Release();
+        return s;
+      });
   RETURN_IF_BAD(started.status());
   *resp = *started;
   return grpc::Status::OK;

@@ -6,6 +6,7 @@
 #include "server/backup_job.h"
 #include "server/catalog/catalog.h"
 #include "server/chunk_pins.h"
+#include "server/prune_job.h"
 #include "server/job_manager.h"
 #include "server/repository/repository.h"
 #include "server/scheduler.h"
@@ -50,11 +51,16 @@ class ServerService final : public v1::Server::Service {
                         grpc::ServerWriter<v1::Job>*) override;
   grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
 
-  // The scheduler behind ApplyPolicies/ListPolicies (null: those answer
-  // UNIMPLEMENTED). Set before serving.
-  void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
+  // The scheduler behind ApplyPolicies/ListPolicies and Prune (null: the
+  // first two answer UNIMPLEMENTED, Prune FAILED_PRECONDITION). Set before
+  // serving; also makes the scheduler prune a host after its scheduled
+  // backups when the policy says prune_after_backup.
+  void SetScheduler(Scheduler* scheduler);
   // Validates `req` and starts its backup job (RunBackup and the scheduler).
   absl::StatusOr<v1::Job> StartBackup(const v1::RunBackupRequest& req);
+  // Validates `req` and starts its prune job (Prune and, after a scheduled
+  // backup, the scheduler). The policies are read when the job runs.
+  absl::StatusOr<v1::Job> StartPrune(const v1::PruneRequest& req);
 
  private:
   // Fills agent_version and backend of `hosts` from the agents that answer
@@ -73,6 +79,8 @@ class ServerService final : public v1::Server::Service {
   const absl::Duration gc_grace_;
   // Chunks of running backups, kept from garbage collection.
   ChunkPins pins_;
+  // Backups read by restores and verifies, kept from prune.
+  BackupUses uses_;
   Scheduler* scheduler_ = nullptr;
 };
 

@@ -82,9 +82,15 @@ class Catalog {
   // Sets or clears the protection of a backup (prune never deletes a
   // protected one). NOT_FOUND when unknown.
   virtual absl::StatusOr<v1::Backup> SetBackupProtected(const std::string& id, bool on) = 0;
-  // Removes a backup and its devices in one transaction. FAILED_PRECONDITION
-  // when it is protected; NOT_FOUND when unknown.
+  // Removes a backup and its devices in one transaction, which also records
+  // the removal of its repository files as pending (ListBackupRemovals): the
+  // commit point of a prune. FAILED_PRECONDITION when it is protected;
+  // NOT_FOUND when unknown.
   virtual absl::Status DeleteBackup(const std::string& id) = 0;
+  // Backups deleted whose files may still be in the repository, by id.
+  virtual absl::StatusOr<std::vector<std::string>> ListBackupRemovals() = 0;
+  // Once the files of deleted backup `id` are gone.
+  virtual absl::Status ForgetBackupRemoval(const std::string& id) = 0;
   // The newest backup of `device` of `host`, or nullopt.
   virtual absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
       const std::string& host, const std::string& device) = 0;

@@ -127,7 +127,7 @@ v1::Host ReadHost(Stmt& s) {
 
 constexpr const char* kJobColumns =
     "id, kind, state, host, create_time_us, start_time_us, end_time_us, bytes_done, bytes_total, "
-    "chunks_done, chunks_total, phase, error, backup_id, attempts, summary";
+    "chunks_done, chunks_total, phase, error, backup_id, attempts, summary, prune_result";
 
 v1::Job ReadJob(Stmt& s) {
   v1::Job j;
@@ -148,6 +148,7 @@ v1::Job ReadJob(Stmt& s) {
   j.set_backup_id(s.Text(13));
   j.set_attempts(static_cast<uint32_t>(s.Int(14)));
   j.set_summary(s.Text(15));
+  if (std::string pr = s.Blob(16); !pr.empty()) j.mutable_prune_result()->ParseFromString(pr);
   return j;
 }
 
@@ -240,6 +241,13 @@ CREATE TABLE schedule_state (
   missed_slots INTEGER NOT NULL,
   last_result TEXT NOT NULL,
   PRIMARY KEY (policy, host)
+);
+)sql"},
+      {4, R"sql(
+ALTER TABLE jobs ADD COLUMN prune_result BLOB NOT NULL DEFAULT x'';
+CREATE TABLE backup_removals (
+  id INTEGER PRIMARY KEY,             -- a backup deleted from the catalog
+  remove_time_us INTEGER NOT NULL     -- whose files may still be in the repository
 );
 )sql"},
   };
@@ -533,17 +541,50 @@ absl::Status SqliteCatalog::DeleteBackup(const std::string& id) {
   auto n = ParseId(id);
   if (!n) return absl::InvalidArgumentError(absl::StrCat("malformed backup id '", id, "'"));
   absl::MutexLock l(&mu_);
-  // One statement: the protection check and the removal cannot interleave
-  // with a ProtectBackup; backup_devices go with it (ON DELETE CASCADE).
-  Stmt s(db_, "DELETE FROM backups WHERE id = ? AND protected = 0");
+  BLKFLEET_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    // One statement: the protection check and the removal cannot interleave
+    // with a ProtectBackup; backup_devices go with it (ON DELETE CASCADE).
+    Stmt s(db_, "DELETE FROM backups WHERE id = ? AND protected = 0");
+    s.Bind(1, *n);
+    BLKFLEET_RETURN_IF_ERROR(s.Run());
+    if (sqlite3_changes(db_) == 1) {
+      // In the same transaction: the files still to remove.
+      Stmt r(db_, "INSERT OR REPLACE INTO backup_removals (id, remove_time_us) VALUES (?, ?)");
+      r.Bind(1, *n).Bind(2, absl::ToUnixMicros(absl::Now()));
+      BLKFLEET_RETURN_IF_ERROR(r.Run());
+      return Exec("COMMIT");
+    }
+    Stmt q(db_, "SELECT protected FROM backups WHERE id = ?");
+    q.Bind(1, *n);
+    BLKFLEET_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("backup ", id, " not found"));
+    return absl::FailedPreconditionError(absl::StrCat("backup ", id, " is protected"));
+  };
+  absl::Status st = body();
+  if (!st.ok()) Exec("ROLLBACK").IgnoreError();
+  return st;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteCatalog::ListBackupRemovals() {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "SELECT id FROM backup_removals ORDER BY id");
+  std::vector<std::string> out;
+  while (true) {
+    BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(std::to_string(s.Int(0)));
+  }
+  return out;
+}
+
+absl::Status SqliteCatalog::ForgetBackupRemoval(const std::string& id) {
+  auto n = ParseId(id);
+  if (!n) return absl::InvalidArgumentError(absl::StrCat("malformed backup id '", id, "'"));
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "DELETE FROM backup_removals WHERE id = ?");
   s.Bind(1, *n);
-  BLKFLEET_RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 1) return absl::OkStatus();
-  Stmt q(db_, "SELECT protected FROM backups WHERE id = ?");
-  q.Bind(1, *n);
-  BLKFLEET_ASSIGN_OR_RETURN(bool row, q.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("backup ", id, " not found"));
-  return absl::FailedPreconditionError(absl::StrCat("backup ", id, " is protected"));
+  return s.Run();
 }
 
 absl::StatusOr<std::optional<DeviceBackupRef>> SqliteCatalog::LatestDeviceBackup(
@@ -588,7 +629,7 @@ absl::Status SqliteCatalog::UpdateJob(const v1::Job& job) {
   Stmt s(db_,
          "UPDATE jobs SET state = ?, start_time_us = ?, end_time_us = ?, bytes_done = ?, "
          "bytes_total = ?, chunks_done = ?, chunks_total = ?, phase = ?, error = ?, "
-         "backup_id = ?, attempts = ?, summary = ? WHERE id = ?");
+         "backup_id = ?, attempts = ?, summary = ?, prune_result = ? WHERE id = ?");
   const auto& p = job.progress();
   s.Bind(1, job.state());
   s.Bind(2, job.has_start_time() ? ToMicros(job.start_time()) : 0);
@@ -596,7 +637,9 @@ absl::Status SqliteCatalog::UpdateJob(const v1::Job& job) {
   s.Bind(4, static_cast<int64_t>(p.bytes_done())).Bind(5, static_cast<int64_t>(p.bytes_total()));
   s.Bind(6, static_cast<int64_t>(p.chunks_done())).Bind(7, static_cast<int64_t>(p.chunks_total()));
   s.Bind(8, p.phase()).Bind(9, job.error()).Bind(10, job.backup_id());
-  s.Bind(11, job.attempts()).Bind(12, job.summary()).Bind(13, *id);
+  s.Bind(11, job.attempts()).Bind(12, job.summary());
+  s.BindBlob(13, job.has_prune_result() ? job.prune_result().SerializeAsString() : std::string());
+  s.Bind(14, *id);
   BLKFLEET_RETURN_IF_ERROR(s.Run());
   if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("job ", job.id(), " not found"));
   return absl::OkStatus();

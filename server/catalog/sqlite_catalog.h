@@ -48,6 +48,8 @@ class SqliteCatalog final : public Catalog {
   absl::StatusOr<Sha256Digest> GetManifestSha256(const std::string& id) override;
   absl::StatusOr<v1::Backup> SetBackupProtected(const std::string& id, bool on) override;
   absl::Status DeleteBackup(const std::string& id) override;
+  absl::StatusOr<std::vector<std::string>> ListBackupRemovals() override;
+  absl::Status ForgetBackupRemoval(const std::string& id) override;
   absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
       const std::string& host, const std::string& device) override;
   absl::StatusOr<v1::Job> CreateJob(const v1::Job& job) override;

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -75,11 +77,23 @@ std::string Repository::ManifestPath(const std::string& backup_id) const {
 }
 
 absl::Status Repository::RemoveBackupFiles(const std::string& backup_id) {
+  const std::string backups = absl::StrCat(root_, "/backups");
   const std::string dir = BackupDir(backup_id);
+  // A `.tmp-` name is never read as a backup: one rename takes the whole
+  // backup away at once, so a reader finds it complete or not at all, and a
+  // crash while its files go leaves only a temporary leftover.
+  const std::string doomed = absl::StrCat(backups, "/.tmp-removed-", backup_id);
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("remove ", dir, ": ", ec.message()));
-  return FsyncDirectory(absl::StrCat(root_, "/backups"));
+  std::filesystem::remove_all(doomed, ec);  // a previous attempt's leftover
+  if (ec) return absl::InternalError(absl::StrCat("remove ", doomed, ": ", ec.message()));
+  if (::rename(dir.c_str(), doomed.c_str()) == 0) {
+    BLKFLEET_RETURN_IF_ERROR(FsyncDirectory(backups));
+  } else if (errno != ENOENT) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", dir, " to ", doomed));
+  }
+  std::filesystem::remove_all(doomed, ec);
+  if (ec) return absl::InternalError(absl::StrCat("remove ", doomed, ": ", ec.message()));
+  return FsyncDirectory(backups);
 }
 
 std::string Repository::IndexPath(const std::string& backup_id, int ordinal) const {

@@ -8,12 +8,17 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_join.h"
+
 #include "common/durable_file.h"
 #include "server/catalog/sqlite_catalog.h"
+#include "server/prune_job.h"
+#include "server/scheduler.h"
 #include "server/server_service.h"
 #include "server/verify_job.h"
 #include "tests/unit/server/fake_agent.h"
@@ -542,8 +547,12 @@ TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
   v1::Job j;
   v1::Backup b;
   {
+    // Prune is implemented but needs the policies of a scheduler.
     grpc::ClientContext c;
-    expect(stub_->Prune(&c, v1::PruneRequest(), &j), "prune");
+    grpc::Status s = stub_->Prune(&c, v1::PruneRequest(), &j);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(s.error_message().find("no policies applied"), std::string::npos)
+        << s.error_message();
   }
   {
     // Protection is implemented: an unknown backup is NOT_FOUND, no id is
@@ -592,6 +601,23 @@ class MaintenanceTest : public ServerTest {
       req.set_dry_run(dry_run);
       return stub_->CollectGarbage(c, req, j);
     });
+  }
+  // The job as the catalog keeps it, once its final state is written there
+  // (shortly after the live job ended).
+  v1::Job StoredOnceEnded(const std::string& id) {
+    absl::StatusOr<v1::Job> stored;
+    for (int i = 0; i < 100; ++i) {
+      stored = catalog_->GetJob(id);
+      EXPECT_TRUE(stored.ok()) << stored.status();
+      if (!stored.ok()) return {};
+      const v1::JobState st = stored->state();
+      if (st == v1::JOB_STATE_SUCCEEDED || st == v1::JOB_STATE_FAILED ||
+          st == v1::JOB_STATE_CANCELLED) {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return *stored;
   }
   repo::DeviceIndex IndexOf(const std::string& backup_id) {
     auto dev = GetBackup(backup_id).devices(0);
@@ -644,15 +670,9 @@ TEST_F(MaintenanceTest, VerifyOfAnIntactBackupSucceedsAndCountsEveryChunk) {
       << v.summary();
   EXPECT_NE(v.summary().find("0 bad"), std::string::npos) << v.summary();
   // The summary is kept in the catalog once the job's final state is.
-  absl::StatusOr<v1::Job> stored;
-  for (int i = 0; i < 100; ++i) {
-    stored = catalog_->GetJob(v.id());
-    ASSERT_TRUE(stored.ok());
-    if (stored->state() == v1::JOB_STATE_SUCCEEDED) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  EXPECT_EQ(stored->state(), v1::JOB_STATE_SUCCEEDED);
-  EXPECT_EQ(stored->summary(), v.summary());
+  const v1::Job stored = StoredOnceEnded(v.id());
+  EXPECT_EQ(stored.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(stored.summary(), v.summary());
 }
 
 TEST_F(MaintenanceTest, VerifyNamesAFlippedChunkItsPlaceAndTheOtherBackupsUsingIt) {
@@ -837,6 +857,303 @@ TEST_F(GcNoGraceTest, GcBesideRunningBackupsNeverRemovesAChunkTheyNeed) {
   // The first backup's replaced chunks are garbage now and went away.
   v1::Job v1job = Verify(b1.backup_id());
   EXPECT_EQ(v1job.state(), v1::JOB_STATE_SUCCEEDED) << v1job.error();
+}
+
+// --- Prune ---
+
+class SettableClock final : public Clock {
+ public:
+  absl::Time Now() const override {
+    absl::MutexLock l(&mu_);
+    return now_;
+  }
+  void Set(absl::Time t) {
+    absl::MutexLock l(&mu_);
+    now_ = t;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+};
+
+// h1 (device vda) under a policy keeping the 2 newest backups; the scheduler
+// is not started: tests tick it by hand on its own clock.
+class PruneTest : public MaintenanceTest {
+ protected:
+  void SetUp() override {
+    MaintenanceTest::SetUp();
+    scheduler_ = std::make_unique<Scheduler>(
+        catalog_.get(), &sched_clock_,
+        [this](const std::string& host, const std::vector<std::string>& devices) {
+          v1::RunBackupRequest req;
+          req.set_host(host);
+          req.set_chunk_size_bytes(kChunk);
+          for (const auto& d : devices) req.add_devices(d);
+          return service_->StartBackup(req);
+        },
+        [this](const std::string& id) { return jobs_->Get(id); });
+    service_->SetScheduler(scheduler_.get());
+    ApplyPolicy(2, false);
+  }
+  void ApplyPolicy(int keep_last, bool prune_after_backup) {
+    auto set = scheduler_->Apply(absl::StrCat(R"(
+version: 1
+host_groups:
+  g: {hosts: [h1]}
+device_sets:
+  d: {devices: [vda]}
+policies:
+  - name: p
+    host_group: g
+    device_set: d
+    schedule: {cron: "0 * * * *"}
+    retention: {keep_last: )", keep_last, R"(}
+    prune_after_backup: )", prune_after_backup ? "true" : "false", "\n"),
+                                 false);
+    ASSERT_TRUE(set.ok()) << set.status();
+  }
+  grpc::Status StartPrune(const std::string& host, bool dry_run, v1::Job* job) {
+    v1::PruneRequest req;
+    req.set_host(host);
+    req.set_dry_run(dry_run);
+    grpc::ClientContext ctx;
+    return stub_->Prune(&ctx, req, job);
+  }
+  v1::Job Prune(const std::string& host, bool dry_run) {
+    v1::Job job;
+    grpc::Status s = StartPrune(host, dry_run, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() ? *jobs_->Wait(job.id()) : job;
+  }
+  // A backup of h1 after writing version `k` of chunk 0, which no other
+  // backup holds; remembers the image it holds.
+  std::string BackupAfterChanging(int k) {
+    agent_.Write("vda", 0, std::string(64, static_cast<char>('a' + k)));
+    const std::string image = agent_.Data("vda");
+    v1::Job b = Backup();
+    EXPECT_EQ(b.state(), v1::JOB_STATE_SUCCEEDED) << b.error();
+    images_[b.backup_id()] = image;
+    return b.backup_id();
+  }
+  // "id: keep reason, reason" / "id: remove[d][ (skipped: why)]".
+  static std::vector<std::string> Render(const v1::PruneResult& r) {
+    std::vector<std::string> out;
+    for (const auto& d : r.decisions()) {
+      std::string line = d.backup_id() + ": ";
+      if (d.keep()) {
+        line += "keep " + absl::StrJoin(d.reasons(), ", ");
+      } else {
+        line += d.removed() ? "removed" : "remove";
+        if (!d.skipped().empty()) line += " (skipped: " + d.skipped() + ")";
+      }
+      out.push_back(line);
+    }
+    return out;
+  }
+  bool InCatalog(const std::string& id) { return catalog_->GetBackup(id).ok(); }
+  bool HasFiles(const std::string& id) { return fs::exists(repo_->BackupDir(id)); }
+  void ExpectRestoresExactly(const std::string& id) {
+    const std::string path = absl::StrCat(dir_.path(), "/restored-", id, ".img");
+    v1::Job r = RestoreAndWait(id, path);
+    ASSERT_EQ(r.state(), v1::JOB_STATE_SUCCEEDED) << r.error();
+    EXPECT_TRUE(ReadFile(path) == images_.at(id)) << "backup " << id << " restores other bytes";
+  }
+
+  SettableClock sched_clock_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::map<std::string, std::string> images_;
+};
+
+TEST_F(PruneTest, RequestValidationChangesNothing) {
+  const std::string b = BackupAfterChanging(1);
+  v1::Host h2;
+  h2.set_name("h2");
+  h2.set_agent_address(agent_.address());
+  ASSERT_TRUE(catalog_->CreateHost(h2).ok());
+  v1::Job j;
+  grpc::Status s = StartPrune("bad host!", false, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("host"), std::string::npos) << s.error_message();
+  s = StartPrune("nope", false, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  s = StartPrune("h2", false, &j);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("h2 is in no policy's host group"), std::string::npos)
+      << s.error_message();
+  EXPECT_TRUE(InCatalog(b));
+  EXPECT_EQ(BackupCount(), 1);
+}
+
+TEST_F(PruneTest, DryRunListsTheDecisionsAndChangesNothing) {
+  const std::string b1 = BackupAfterChanging(1), b2 = BackupAfterChanging(2),
+                    b3 = BackupAfterChanging(3), b4 = BackupAfterChanging(4);
+  v1::ProtectBackupRequest pr;
+  pr.set_id(b2);
+  pr.set_protected_(true);
+  v1::Backup pb;
+  grpc::ClientContext pc;
+  ASSERT_TRUE(stub_->ProtectBackup(&pc, pr, &pb).ok());
+
+  v1::Job dry = Prune("h1", /*dry_run=*/true);
+  ASSERT_EQ(dry.state(), v1::JOB_STATE_SUCCEEDED) << dry.error();
+  EXPECT_EQ(dry.kind(), v1::JOB_KIND_PRUNE);
+  EXPECT_EQ(dry.host(), "h1");
+  EXPECT_TRUE(dry.prune_result().dry_run());
+  EXPECT_EQ(absl::StrJoin(Render(dry.prune_result()), "\n"),
+            absl::StrJoin({b4 + ": keep last 1", b3 + ": keep last 2", b2 + ": keep protected",
+                           b1 + ": remove"},
+                          "\n"));
+  EXPECT_NE(dry.summary().find("would remove 1 of 4 backups"), std::string::npos)
+      << dry.summary();
+  EXPECT_EQ(BackupCount(), 4);
+  EXPECT_TRUE(InCatalog(b1));
+  EXPECT_TRUE(HasFiles(b1));
+  auto pending = catalog_->ListBackupRemovals();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_TRUE(pending->empty());
+}
+
+TEST_F(PruneTest, RemovesExactlyWhatRetentionLetsGoAndTheRestRestoresAfterGc) {
+  const std::string b1 = BackupAfterChanging(1), b2 = BackupAfterChanging(2),
+                    b3 = BackupAfterChanging(3), b4 = BackupAfterChanging(4),
+                    b5 = BackupAfterChanging(5);
+  ASSERT_TRUE(catalog_->SetBackupProtected(b1, true).ok());
+  v1::Job p = Prune("", /*dry_run=*/false);  // every host with a policy
+  ASSERT_EQ(p.state(), v1::JOB_STATE_SUCCEEDED) << p.error();
+  EXPECT_EQ(absl::StrJoin(Render(p.prune_result()), "\n"),
+            absl::StrJoin({b5 + ": keep last 1", b4 + ": keep last 2", b3 + ": removed",
+                           b2 + ": removed", b1 + ": keep protected"},
+                          "\n"));
+  EXPECT_EQ(p.progress().chunks_done(), 2u);
+  EXPECT_NE(p.summary().find("removed 2 of 5 backups of 1 hosts"), std::string::npos)
+      << p.summary();
+  for (const auto& id : {b2, b3}) {
+    EXPECT_FALSE(InCatalog(id)) << id;
+    EXPECT_FALSE(HasFiles(id)) << id;
+  }
+  for (const auto& id : {b1, b4, b5}) {
+    EXPECT_TRUE(InCatalog(id)) << id;
+    EXPECT_TRUE(HasFiles(id)) << id;
+  }
+  for (const auto& e : fs::directory_iterator(repo_->root() + "/backups")) {
+    EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u) << e.path();
+  }
+  // The decisions stay with the job once it ended.
+  const v1::Job stored = StoredOnceEnded(p.id());
+  EXPECT_EQ(stored.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Render(stored.prune_result()), Render(p.prune_result()));
+
+  // The chunks only b2 and b3 used (their versions of chunk 0) go with gc;
+  // every remaining backup still restores byte for byte.
+  const size_t before = ChunkFileCount();
+  AgeAllChunkFiles(absl::Hours(2));
+  v1::Job gc = Gc(false);
+  ASSERT_EQ(gc.state(), v1::JOB_STATE_SUCCEEDED) << gc.error();
+  EXPECT_EQ(ChunkFileCount(), before - 2) << gc.summary();
+  for (const auto& id : {b1, b4, b5}) ExpectRestoresExactly(id);
+  // A pruned backup is gone for restore and verify alike.
+  v1::Job j;
+  EXPECT_EQ(StartRestore(b2, dir_.path() + "/x.img", false, &j).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(PruneTest, ABackupInUseIsSkippedAndABackupBeingRemovedCannotBeRead) {
+  const std::string b1 = BackupAfterChanging(1), b2 = BackupAfterChanging(2),
+                    b3 = BackupAfterChanging(3), b4 = BackupAfterChanging(4);
+  BackupUses uses;
+  auto use = uses.Acquire(b1, "a restore to /tmp/x");
+  ASSERT_TRUE(use.ok());
+  auto set = scheduler_->Policies();
+  ASSERT_TRUE(set.has_value());
+  v1::PruneResult result;
+  v1::Job job;
+  job.set_kind(v1::JOB_KIND_PRUNE);
+  auto started = jobs_->Start(job, "", "", [&](JobContext& ctx) {
+    return RunPrune(catalog_.get(), repo_.get(), &uses, *set, PruneOptions{}, ctx, &result);
+  });
+  ASSERT_TRUE(started.ok());
+  v1::Job done = *jobs_->Wait(started->id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(absl::StrJoin(Render(result), "\n"),
+            absl::StrJoin({b4 + ": keep last 1", b3 + ": keep last 2", b2 + ": removed",
+                           b1 + ": remove (skipped: in use by a restore to /tmp/x: not removed)"},
+                          "\n"));
+  EXPECT_NE(done.summary().find("skipped 1 in use"), std::string::npos) << done.summary();
+  EXPECT_TRUE(InCatalog(b1));
+  EXPECT_TRUE(HasFiles(b1));
+  EXPECT_FALSE(InCatalog(b2));
+
+  // Released, it can be claimed for removal; claimed, no one can read it.
+  (*use)->Release();
+  ASSERT_TRUE(uses.BeginRemoval(b1).ok());
+  auto refused = uses.Acquire(b1, "a verify");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("being pruned"), std::string::npos);
+  uses.EndRemoval(b1);
+  EXPECT_TRUE(uses.Acquire(b1, "a verify").ok());
+}
+
+TEST_F(PruneTest, ACrashAfterTheCatalogCommitIsFinishedBeforeGcSweeps) {
+  const std::string b1 = BackupAfterChanging(1), b2 = BackupAfterChanging(2);
+  // The state a crash at CrashPoint("prune.deleted") leaves: b1 deleted from
+  // the catalog (with its removal pending), its files still there, and a
+  // half-removed leftover of an earlier interrupted removal.
+  ASSERT_TRUE(catalog_->DeleteBackup(b1).ok());
+  ASSERT_TRUE(HasFiles(b1));
+  const std::string leftover = repo_->root() + "/backups/.tmp-removed-99";
+  ASSERT_TRUE(MakeDirectories(leftover).ok());
+  ASSERT_TRUE(WriteFileDurably(leftover + "/device-0.index", "x").ok());
+  auto pending = catalog_->ListBackupRemovals();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<std::string>{b1});
+
+  const size_t before = ChunkFileCount();
+  AgeAllChunkFiles(absl::Hours(2));
+  v1::Job gc = Gc(false);
+  ASSERT_EQ(gc.state(), v1::JOB_STATE_SUCCEEDED) << gc.error();
+  EXPECT_FALSE(HasFiles(b1));
+  pending = catalog_->ListBackupRemovals();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_TRUE(pending->empty());
+  EXPECT_EQ(ChunkFileCount(), before - 1);  // chunk 0 as b1 held it
+  ExpectRestoresExactly(b2);
+
+  // A removal a crash cut short inside the repository: the leftover goes.
+  ASSERT_TRUE(repo_->RemoveBackupFiles("99").ok());
+  EXPECT_FALSE(fs::exists(leftover));
+}
+
+TEST_F(PruneTest, PruneAfterBackupRunsOnceAScheduledBackupCommits) {
+  ApplyPolicy(1, /*prune_after_backup=*/true);
+  const std::string b1 = BackupAfterChanging(1), b2 = BackupAfterChanging(2);
+  // The first tick learns the targets, the next one at the slot starts it.
+  sched_clock_.Set(absl::FromCivil(absl::CivilMinute(2027, 1, 15, 9, 30), absl::UTCTimeZone()));
+  scheduler_->Tick();
+  sched_clock_.Set(absl::FromCivil(absl::CivilMinute(2027, 1, 15, 10, 0), absl::UTCTimeZone()));
+  scheduler_->Tick();
+  auto targets = scheduler_->Targets();
+  ASSERT_EQ(targets.size(), 1u);
+  ASSERT_FALSE(targets[0].job_id.empty());
+  v1::Job scheduled = *jobs_->Wait(targets[0].job_id);
+  ASSERT_EQ(scheduled.state(), v1::JOB_STATE_SUCCEEDED) << scheduled.error();
+  EXPECT_EQ(BackupCount(), 3);
+  scheduler_->Tick();  // sees the backup end: starts the prune of h1
+
+  std::string prune_id;
+  auto jobs = catalog_->ListJobs("h1", {0, 100});
+  ASSERT_TRUE(jobs.ok());
+  for (const auto& j : *jobs) {
+    if (j.kind() == v1::JOB_KIND_PRUNE) prune_id = j.id();
+  }
+  ASSERT_FALSE(prune_id.empty()) << "no prune job after the scheduled backup";
+  v1::Job p = *jobs_->Wait(prune_id);
+  ASSERT_EQ(p.state(), v1::JOB_STATE_SUCCEEDED) << p.error();
+  EXPECT_FALSE(p.prune_result().dry_run());
+  EXPECT_EQ(BackupCount(), 1);
+  EXPECT_FALSE(InCatalog(b1));
+  EXPECT_FALSE(InCatalog(b2));
+  EXPECT_TRUE(InCatalog(scheduled.backup_id()));
 }
 
 TEST(ChunkPinsTest, ASweepKeepsWhatWasPinnedBeforeOrDuringItEvenIfReleased) {
