@@ -271,6 +271,46 @@ bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,
 	return !xa_find(&area->chunks, &first, last, XA_PRESENT);
 }
 
+/*
+ * Where a bio may read [@sector, @sector + @count) of the image directly, at
+ * this moment: the storage's block device when every chunk of the range has
+ * a copy, the copies follow each other in the storage, and the storage
+ * allows direct reads of them (diff_storage_direct_bdev()); *@diff is then
+ * the range's start in the storage. NULL otherwise. Safe in any context
+ * (RCU lookups only). A copy, once published, stays where it is, so the
+ * answer holds until the snapshot is destroyed, except for image writes to
+ * the range, which race with the read as they would on any disk.
+ */
+struct block_device *diff_area_image_in_storage(struct diff_area *area,
+						sector_t sector, sector_t count,
+						sector_t *diff)
+{
+	sector_t end = sector + count, start, len, at;
+	unsigned long nr, first, last;
+
+	if (snapshot_error(area->snapshot) ||
+	    !chunk_range(area, sector, count, &first, &last))
+		return NULL;
+	for (nr = first; nr <= last; nr++) {
+		struct chunk *chunk = xa_load(&area->chunks, nr);
+
+		if (!chunk)
+			return NULL;
+		chunk_part(area, nr, chunk, sector, end, &start, &len, &at);
+		if (nr == first)
+			*diff = at;
+		else if (at != *diff + (start - sector))
+			return NULL;
+	}
+	return diff_storage_direct_bdev(area->storage, *diff, count);
+}
+
+/* Whether the snapshot still holds: no overflow, no failed copy. */
+bool diff_area_sound(struct diff_area *area)
+{
+	return !snapshot_error(area->snapshot);
+}
+
 /* Read from the snapshot image, across any number of chunks. */
 static int image_read(struct diff_area *area, sector_t sector,
 		      struct bio_vec *bvec, unsigned int nr_bvec, size_t bytes)

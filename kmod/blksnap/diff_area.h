@@ -83,6 +83,10 @@ void diff_area_free(struct diff_area *area);
 bool diff_area_cow(struct diff_area *area, struct bio *bio);
 bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,
 			       sector_t count);
+struct block_device *diff_area_image_in_storage(struct diff_area *area,
+						sector_t sector, sector_t count,
+						sector_t *diff);
+bool diff_area_sound(struct diff_area *area);
 int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
 		       struct bio_vec *bvec, unsigned int nr_bvec,
 		       size_t bytes);

@@ -8,6 +8,7 @@
 
 #include <linux/fs.h>
 #include <linux/namei.h>
+#include <linux/pagemap.h>
 #include <linux/slab.h>
 #include <linux/uio.h>
 #include "../include/uapi/linux/blksnap.h"
@@ -209,6 +210,25 @@ static ssize_t storage_read_direct(struct diff_storage *storage,
 	ret = file->f_op->read_iter(&kiocb, iter);
 	/* A file system may refuse one layout: read it buffered then. */
 	return ret == -EINVAL ? -EOPNOTSUPP : ret;
+}
+
+/*
+ * The block device from which bios may read [@sector, @sector + @count)
+ * of the storage directly, or NULL: only a storage that is a block device
+ * itself, and only while no page of that range in its page cache (copies
+ * and image writes go through it) is dirty or under writeback. Safe in any
+ * context: no sleeping, RCU lookups only.
+ */
+struct block_device *diff_storage_direct_bdev(struct diff_storage *storage,
+					      sector_t sector, sector_t count)
+{
+	loff_t pos = (loff_t)sector << SECTOR_SHIFT;
+
+	if (!storage->is_blkdev ||
+	    filemap_range_needs_writeback(storage->file->f_mapping, pos,
+					  pos + ((loff_t)count << SECTOR_SHIFT) - 1))
+		return NULL;
+	return storage->bdev;
 }
 
 /*

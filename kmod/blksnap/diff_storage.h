@@ -43,6 +43,8 @@ int diff_storage_alloc(struct diff_storage *storage, sector_t count,
 int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
 		    struct bio_vec *bvec, unsigned int nr_bvec, size_t skip,
 		    size_t bytes);
+struct block_device *diff_storage_direct_bdev(struct diff_storage *storage,
+					      sector_t sector, sector_t count);
 bool diff_storage_on_device(struct diff_storage *storage,
 			    struct block_device *bdev);
 

@@ -3,7 +3,9 @@
  * Snapshot images: writable bio-based block devices "blksnap-<MAJ>-<MIN>".
  *
  * A read of a range whose chunks have no copy is sent on to the origin as a
- * clone, without a worker (the common case, and the fastest). Other bios
+ * clone, without a worker (the common case, and the fastest); so is a read
+ * of a range whose copies lie in one run of a block-device storage, to the
+ * storage (diff_area_image_in_storage()). Other bios
  * are queued to a worker: serving them means waiting for reads of the
  * origin or of the difference storage, which the submission context (maybe
  * a stacked driver's) must not do.
@@ -47,8 +49,8 @@ struct image_worker {
  * @bios:	bios waiting for a worker
  * @dead:	the snapshot is gone: fail new bios (a file kept open can
  *		still submit them after del_gendisk())
- * @inflight:	reads sent on to the origin and not yet ended; the area must
- *		stay until none is left
+ * @inflight:	reads sent on to the origin or the storage and not yet
+ *		ended; the area must stay until none is left
  * @drained:	woken when @inflight falls to zero
  * @next:	the worker to wake next
  * @workers:	serve @bios
@@ -191,34 +193,65 @@ static void image_direct_end(struct bio *clone)
 	}
 }
 
+/*
+ * A read sent on to the difference storage has ended. Copies stay where
+ * they are, so the data is the snapshot's unless the snapshot failed
+ * meanwhile: image reads of a failed snapshot fail.
+ */
+static void image_storage_end(struct bio *clone)
+{
+	struct bio *bio = clone->bi_private;
+	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
+	blk_status_t status = clone->bi_status;
+	unsigned long flags;
+
+	bio_put(clone);
+	spin_lock_irqsave(&image->lock, flags);
+	if (!status && !diff_area_sound(image->area))
+		status = BLK_STS_IOERR;
+	image_direct_done_locked(image);
+	spin_unlock_irqrestore(&image->lock, flags);
+	bio->bi_status = status;
+	bio_endio(bio);
+}
+
 static void snapimage_submit_bio(struct bio *bio)
 {
 	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
+	struct block_device *target = NULL;
+	sector_t diff = 0;
 	struct bio *clone;
 	unsigned long flags;
-	bool dead, direct = false;
+	bool dead;
 
 	spin_lock_irqsave(&image->lock, flags);
 	dead = image->dead;
-	if (!dead && bio_op(bio) == REQ_OP_READ &&
-	    diff_area_image_on_origin(image->area, bio->bi_iter.bi_sector,
-				      bio_sectors(bio))) {
+	if (!dead && bio_op(bio) == REQ_OP_READ) {
+		/* All on the origin, or all in one run of the storage. */
+		if (diff_area_image_on_origin(image->area,
+					      bio->bi_iter.bi_sector,
+					      bio_sectors(bio)))
+			target = image->area->orig_bdev;
+		else
+			target = diff_area_image_in_storage(image->area,
+							    bio->bi_iter.bi_sector,
+							    bio_sectors(bio),
+							    &diff);
+	}
+	if (target)
 		/* Counted before the clone exists: the area stays. */
 		image->inflight++;
-		direct = true;
-	} else if (!dead) {
+	else if (!dead)
 		image_queue_locked(image, bio);
-	}
 	spin_unlock_irqrestore(&image->lock, flags);
 	if (dead) {
 		bio_io_error(bio);
 		return;
 	}
-	if (!direct)
+	if (!target)
 		return;
 	/* No waiting for a bio here: without one, a worker reads it. */
-	clone = bio_alloc_clone(image->area->orig_bdev, bio, GFP_NOWAIT,
-				&image_bioset);
+	clone = bio_alloc_clone(target, bio, GFP_NOWAIT, &image_bioset);
 	if (!clone) {
 		spin_lock_irqsave(&image->lock, flags);
 		image_queue_locked(image, bio);
@@ -226,8 +259,13 @@ static void snapimage_submit_bio(struct bio *bio)
 		spin_unlock_irqrestore(&image->lock, flags);
 		return;
 	}
-	clone->bi_end_io = image_direct_end;
 	clone->bi_private = bio;
+	if (target == image->area->orig_bdev) {
+		clone->bi_end_io = image_direct_end;
+	} else {
+		clone->bi_iter.bi_sector = diff;
+		clone->bi_end_io = image_storage_end;
+	}
 	submit_bio_noacct(clone);
 }
 
