@@ -229,7 +229,11 @@ absl::Status RunPrune(catalog::Catalog* catalog, repo::Repository* repo, BackupU
   absl::Status status;
   if (!options.dry_run) {
     ctx.SetPhase("remove");
-    for (auto& d : *result.mutable_decisions()) {
+    // Oldest first: a prune cut short (cancel, error, crash) leaves the newer
+    // of the doomed backups, the ones closer to what retention keeps.
+    auto& decisions = *result.mutable_decisions();
+    for (auto it = decisions.rbegin(); it != decisions.rend(); ++it) {
+      v1::PruneDecision& d = *it;
       if (d.keep()) continue;
       if (ctx.cancelled()) {
         status = absl::CancelledError("cancelled by request");

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+#include <map>
+
 #include "tests/integration/fleet.h"
 
 namespace blkfleet::testing {
@@ -72,6 +75,74 @@ TEST_F(CliTest, ErrorsExitNonZeroWithTheServersMessage) {
       RunCommand({Binaries::Cli(), "--server", "127.0.0.1:1", "--insecure", "host", "list"});
   EXPECT_NE(dead.exit_code, 0) << dead.output;
   EXPECT_FALSE(dead.output.empty());
+}
+
+TEST_F(CliTest, PruneListsKeptAndRemovedBackupsAndBackupShowGivesOneInFull) {
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 16 << 20, 9).ok());
+  ASSERT_EQ(Cli({"host", "add", "h1", "--agent", agent_.address, "--device", "vda"}).exit_code, 0);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    CommandResult run = Cli({"backup", "run", "h1", "--wait"}, /*json=*/true);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    nlohmann::json j = nlohmann::json::parse(run.output, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << run.output;
+    ids.push_back(j.value("backup_id", ""));
+  }
+  // Not yet: no policies.
+  CommandResult none = Cli({"prune"});
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.output.find("no policies applied"), std::string::npos) << none.output;
+
+  const std::string policy = dir_ + "/policy.yaml";
+  {
+    std::ofstream f(policy);
+    f << "version: 1\nhost_groups:\n  g: {hosts: [h1]}\ndevice_sets:\n  d: {devices: [vda]}\n"
+         "policies:\n  - name: keep1\n    host_group: g\n    device_set: d\n"
+         "    schedule: {cron: \"0 0 1 1 *\"}\n    retention: {keep_last: 1}\n";
+  }
+  CommandResult applied = Cli({"policy", "apply", policy});
+  ASSERT_EQ(applied.exit_code, 0) << applied.output;
+  ASSERT_EQ(Cli({"backup", "protect", ids[0]}).exit_code, 0);
+
+  CommandResult dry = Cli({"prune", "--host", "h1", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.output;
+  EXPECT_NE(dry.output.find("would remove 1 of 3 backups"), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("DECISION"), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("last 1"), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("protected"), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("would remove"), std::string::npos) << dry.output;
+
+  CommandResult pruned = Cli({"prune"}, /*json=*/true);
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.output;
+  nlohmann::json pj = nlohmann::json::parse(pruned.output, nullptr, false);
+  ASSERT_TRUE(pj.is_object()) << pruned.output;
+  EXPECT_EQ(pj.value("kind", ""), "JOB_KIND_PRUNE");
+  std::map<std::string, bool> removed;
+  for (const auto& d : pj["prune_result"]["decisions"]) {
+    removed[d.value("backup_id", "")] = d.value("removed", false);
+  }
+  EXPECT_EQ(removed, (std::map<std::string, bool>{{ids[0], false}, {ids[1], true}, {ids[2], false}}))
+      << pruned.output;
+
+  CommandResult list = Cli({"backup", "list"}, /*json=*/true);
+  ASSERT_EQ(list.exit_code, 0);
+  nlohmann::json lj = nlohmann::json::parse(list.output, nullptr, false);
+  ASSERT_EQ(lj["backups"].size(), 2u) << list.output;
+
+  CommandResult show = Cli({"backup", "show", ids[2]});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("host:      h1"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("vda"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("incremental"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find(ids[1]), std::string::npos) << "base backup: " << show.output;
+  CommandResult showj = Cli({"backup", "show", ids[0]}, /*json=*/true);
+  ASSERT_EQ(showj.exit_code, 0) << showj.output;
+  nlohmann::json sj = nlohmann::json::parse(showj.output, nullptr, false);
+  EXPECT_EQ(sj.value("id", ""), ids[0]);
+  EXPECT_TRUE(sj.value("protected", false)) << showj.output;
+  CommandResult gone = Cli({"backup", "show", ids[1]});
+  EXPECT_NE(gone.exit_code, 0);
+  EXPECT_NE(gone.output.find("not found"), std::string::npos) << gone.output;
 }
 
 }  // namespace
