@@ -77,17 +77,22 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
     ctx.SetPhase("finish interrupted removals");
     BLKFLEET_RETURN_IF_ERROR(FinishBackupRemovals(catalog, repo).status());
   }
+  const absl::Time now = clock->Now();
+  // Temporary files are not pinned: a Put in progress is protected by age
+  // alone, so they get at least kMinTempAge whatever the grace period. The
+  // files of a backup committing now are as young.
+  const absl::Time temp_cutoff = now - std::max(options.grace, kMinTempAge);
+  ctx.SetPhase("remove orphan backup files");
+  BLKFLEET_ASSIGN_OR_RETURN(std::vector<std::string> orphans,
+                            RemoveOrphanBackups(catalog, repo, temp_cutoff, options.dry_run));
+  counts.orphan_backups = orphans.size();
   ctx.SetPhase("mark");
   DigestSet marked;
   BLKFLEET_RETURN_IF_ERROR(Mark(catalog, repo, ctx, &marked));
   counts.referenced = marked.size();
 
   ctx.SetPhase(options.dry_run ? "sweep (dry run)" : "sweep");
-  const absl::Time now = clock->Now();
-  // Temporary files are not pinned: a Put in progress is protected by age
-  // alone, so they get at least kMinTempAge whatever the grace period.
   const absl::Time chunk_cutoff = now - options.grace;
-  const absl::Time temp_cutoff = now - std::max(options.grace, kMinTempAge);
   auto older_than = [](const std::string& path, absl::Time cutoff, struct stat* st) {
     if (::lstat(path.c_str(), st) != 0) return false;  // gone meanwhile
     return absl::TimeFromTimespec(st->st_mtim) < cutoff;
@@ -156,7 +161,8 @@ absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins*
 
   ctx.SetSummary(absl::StrCat(
       options.dry_run ? "would remove " : "removed ", counts.removed, " chunks (",
-      counts.removed_bytes, " bytes) and ", counts.temp_removed, " temporary files; kept ",
+      counts.removed_bytes, " bytes), ", counts.temp_removed, " temporary files and the files of ",
+      counts.orphan_backups, " failed backups; kept ",
       counts.chunk_files - counts.removed, " of ", counts.chunk_files, " chunk files (",
       counts.referenced, " referenced digests, ", counts.kept_young,
       " unreferenced but younger than the grace period, ", counts.kept_pinned,

@@ -30,6 +30,7 @@ struct GcCounts {
   uint64_t kept_young = 0;      // unreferenced, younger than the grace period
   uint64_t kept_pinned = 0;     // unreferenced, used by a running backup
   uint64_t temp_removed = 0;    // stale .tmp-* files removed (dry run: would be)
+  uint64_t orphan_backups = 0;  // backup directories of failed jobs removed (dry: would be)
 };
 
 // The body of a garbage collection job (docs/server.md, "Garbage
@@ -38,7 +39,9 @@ struct GcCounts {
 // catalog fails the job before anything is removed), then removes the chunk
 // files that are unmarked, older than the grace period and not pinned, and
 // stale temporary files. `counts` (optional) receives the figures, which
-// also go to the job's summary.
+// also go to the job's summary. Before the mark, the files of backups the
+// catalog does not know (failed jobs' leftovers, older than the temporary
+// file age) go, so that no backup directory outlives its chunks.
 absl::Status RunGc(catalog::Catalog* catalog, repo::Repository* repo, ChunkPins* pins,
                    Clock* clock, const GcOptions& options, JobContext& ctx,
                    GcCounts* counts = nullptr);

@@ -1,8 +1,11 @@
 // blkfleet-server: the central backup server (docs/server.md).
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iostream>
@@ -11,7 +14,9 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/durable_file.h"
 #include "common/metrics.h"
@@ -32,6 +37,30 @@ namespace {
 int Fail(const std::string& msg) {
   std::cerr << "blkfleet-server: " << msg << "\n";
   return 1;
+}
+
+// Takes the data directory for this process (an advisory lock on
+// <data_dir>/lock, held until exit): two servers on one catalog and
+// repository would each take the other's backups for leftovers.
+absl::Status LockDataDir(const std::string& data_dir) {
+  const std::string path = data_dir + "/lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return blkfleet::ErrnoStatus(errno, absl::StrCat("open ", path));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) return blkfleet::ErrnoStatus(err, absl::StrCat("lock ", path));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the data directory ", data_dir, " is in use by another blkfleet-server",
+        n > 0 ? absl::StrCat(" (pid ", absl::StripAsciiWhitespace(pid), ")") : ""));
+  }
+  const std::string me = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
+    // The pid is a courtesy for the message above; the lock is what counts.
+  }
+  return absl::OkStatus();  // fd stays open: the lock lives as long as the process
 }
 
 }  // namespace
@@ -108,6 +137,7 @@ int main(int argc, char** argv) {
     agent_creds = blkfleet::tls::MutualTlsChannelCredentials(*tls);
   }
   if (absl::Status s = blkfleet::MakeDirectories(data_dir); !s.ok()) return Fail(s.ToString());
+  if (absl::Status s = LockDataDir(data_dir); !s.ok()) return Fail(std::string(s.message()));
   auto repo = blkfleet::repo::Repository::Open(data_dir + "/repo");
   if (!repo.ok()) return Fail(absl::StrCat("repository: ", repo.status().ToString()));
   auto catalog = blkfleet::catalog::SqliteCatalog::Open(data_dir + "/catalog.db");
@@ -120,6 +150,15 @@ int main(int argc, char** argv) {
   if (*finished > 0) {
     std::cerr << "blkfleet-server: removed the files of " << *finished
               << " pruned backups (an interrupted prune)\n";
+  }
+  // A backup job killed between writing its files and the catalog commit: no
+  // job runs yet, so every backup directory the catalog does not know goes.
+  auto orphans = blkfleet::server::RemoveOrphanBackups(catalog->get(), repo->get(),
+                                                       absl::InfiniteFuture(), false);
+  if (!orphans.ok()) return Fail(absl::StrCat("failed backups' files: ", orphans.status().ToString()));
+  if (!orphans->empty()) {
+    std::cerr << "blkfleet-server: removed the files of " << orphans->size()
+              << " backups that never committed (ids " << absl::StrJoin(*orphans, ", ") << ")\n";
   }
   blkfleet::server::metrics::Init();
   if (absl::Status s = blkfleet::server::metrics::Restore(catalog->get()); !s.ok()) {

@@ -193,6 +193,24 @@ absl::StatusOr<int> FinishBackupRemovals(catalog::Catalog* catalog, repo::Reposi
   return static_cast<int>(ids.size());
 }
 
+absl::StatusOr<std::vector<std::string>> RemoveOrphanBackups(catalog::Catalog* catalog,
+                                                             repo::Repository* repo,
+                                                             absl::Time changed_before,
+                                                             bool dry_run) {
+  BLKFLEET_ASSIGN_OR_RETURN(std::vector<repo::Repository::BackupDirEntry> dirs,
+                            repo->ListBackupDirs());
+  std::vector<std::string> orphans;
+  for (const auto& d : dirs) {
+    if (d.mtime >= changed_before) continue;
+    absl::Status known = catalog->GetBackup(d.id).status();
+    if (known.ok()) continue;
+    if (!absl::IsNotFound(known)) return known;
+    if (!dry_run) BLKFLEET_RETURN_IF_ERROR(repo->RemoveBackupFiles(d.id));
+    orphans.push_back(d.id);
+  }
+  return orphans;
+}
+
 absl::Status RunPrune(catalog::Catalog* catalog, repo::Repository* repo, BackupUses* uses,
                       const PolicySet& policies, const PruneOptions& options, JobContext& ctx,
                       v1::PruneResult* out) {

@@ -6,11 +6,13 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/catalog/catalog.h"
 #include "server/job_manager.h"
 #include "server/policy.h"
@@ -59,6 +61,18 @@ class BackupUses {
 // (Catalog::ListBackupRemovals), finishing removals a crash interrupted, and
 // forgets each once its files are gone. Returns how many it finished.
 absl::StatusOr<int> FinishBackupRemovals(catalog::Catalog* catalog, repo::Repository* repo);
+
+// Removes the files of backups the catalog does not know: leftovers of
+// backup jobs that failed or were killed after writing their index or
+// manifest but before the catalog commit. Only directories last changed
+// before `changed_before` go (a backup committing now is younger); with
+// `dry_run` nothing is removed. Returns the ids (removed or, dry, that would
+// be). Without this, the repository alone (blkfleet-restore) would show a
+// backup whose chunks garbage collection may already have taken.
+absl::StatusOr<std::vector<std::string>> RemoveOrphanBackups(catalog::Catalog* catalog,
+                                                             repo::Repository* repo,
+                                                             absl::Time changed_before,
+                                                             bool dry_run);
 
 struct PruneOptions {
   std::string host;  // empty: every host some policy's group holds

@@ -91,23 +91,13 @@ int List(const std::string& root, bool json) {
     std::cerr << "blkfleet-restore: " << repo.status().message() << "\n";
     return 2;
   }
-  std::vector<std::string> ids;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(root + "/backups", ec)) {
-    // `.tmp-` names: a backup being removed (Repository::RemoveBackupFiles).
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind(".tmp-", 0) != 0) ids.push_back(name);
-  }
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    std::cerr << "blkfleet-restore: list " << root << "/backups: " << ec.message() << "\n";
+  auto dirs = (*repo)->ListBackupDirs();
+  if (!dirs.ok()) {
+    std::cerr << "blkfleet-restore: " << dirs.status().message() << "\n";
     return 1;
   }
-  // Backup ids are decimal sequence numbers: order them numerically.
-  std::sort(ids.begin(), ids.end(), [](const std::string& a, const std::string& b) {
-    return a.size() != b.size() ? a.size() < b.size() : a < b;
-  });
   nlohmann::json out = nlohmann::json::array();
-  for (const std::string& id : ids) {
+  for (const auto& [id, mtime] : *dirs) {
     auto b = (*repo)->ReadManifest(id);
     if (!b.ok()) {
       // A directory without a complete manifest is a job that failed before

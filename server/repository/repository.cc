@@ -2,6 +2,9 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -66,6 +69,31 @@ absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& 
   BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/backups"));
   BLKFLEET_RETURN_IF_ERROR(repo->chunks_.Init());
   return repo;
+}
+
+absl::StatusOr<std::vector<Repository::BackupDirEntry>> Repository::ListBackupDirs() const {
+  const std::string backups = absl::StrCat(root_, "/backups");
+  std::vector<BackupDirEntry> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(backups, ec)) {
+    // `.tmp-` names: a backup being removed (RemoveBackupFiles).
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0) continue;
+    struct stat st;
+    if (::lstat(e.path().c_str(), &st) != 0) {
+      if (errno == ENOENT) continue;  // removed meanwhile
+      return ErrnoStatus(errno, absl::StrCat("stat ", e.path().string()));
+    }
+    if (S_ISDIR(st.st_mode)) out.push_back({name, absl::TimeFromTimespec(st.st_mtim)});
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return ErrnoStatus(ec.value(), absl::StrCat("list ", backups));
+  }
+  // Backup ids are decimal sequence numbers: numeric order.
+  std::sort(out.begin(), out.end(), [](const BackupDirEntry& a, const BackupDirEntry& b) {
+    return a.id.size() != b.id.size() ? a.id.size() < b.id.size() : a.id < b.id;
+  });
+  return out;
 }
 
 std::string Repository::BackupDir(const std::string& backup_id) const {

@@ -3,8 +3,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "blkfleet/server/v1/server.pb.h"
 #include "server/repository/chunk_store.h"
 #include "server/repository/device_index.h"
@@ -19,8 +21,9 @@ namespace blkfleet::repo {
 //   <root>/backups/<id>/manifest.json     the backup's manifest
 //
 // A backup's files are written before the catalog records it; files of a
-// backup the catalog does not know are leftovers of a failed job (garbage
-// collection removes them later) and are never read as a backup.
+// backup the catalog does not know are leftovers of a failed job, never read
+// as a backup by the server, and removed at the next server start or garbage
+// collection (RemoveOrphanBackups, server/prune_job.h).
 class Repository {
  public:
   // Opens the repository at `root`, creating it when the directory is empty
@@ -49,6 +52,15 @@ class Repository {
   // (after the catalog forgot it; its chunks go with garbage collection).
   // A missing directory is not an error.
   absl::Status RemoveBackupFiles(const std::string& backup_id);
+
+  // The backup directories present, ids in numeric order, with the time
+  // each directory last changed; `.tmp-` leftovers are not listed. Whether
+  // one is a backup is the catalog's (or, without it, the manifest's) call.
+  struct BackupDirEntry {
+    std::string id;
+    absl::Time mtime;
+  };
+  absl::StatusOr<std::vector<BackupDirEntry>> ListBackupDirs() const;
 
   std::string BackupDir(const std::string& backup_id) const;
   std::string ManifestPath(const std::string& backup_id) const;

@@ -279,6 +279,23 @@ class CrashTest : public FleetTest {
     return {resp.backups().begin(), resp.backups().end()};
   }
 
+  // The ids of the backups blkfleet-restore finds in the repository alone.
+  std::set<std::string> RepoListedIds() {
+    CommandResult l = RunCommand({RestoreBin(), "--repo", Repo(), "list", "--json"}, false);
+    EXPECT_EQ(l.exit_code, 0) << l.output;
+    std::set<std::string> out;
+    nlohmann::json j = nlohmann::json::parse(l.output, nullptr, false);
+    if (j.is_array()) {
+      for (const auto& b : j) out.insert(b.value("id", ""));
+    }
+    return out;
+  }
+  std::set<std::string> CatalogIds() {
+    std::set<std::string> out;
+    for (const sv::Backup& b : Backups()) out.insert(b.id());
+    return out;
+  }
+
   // Every device of backup `id` extracted by blkfleet-restore from the
   // repository alone equals the agent's image of its snapshot.
   void ExpectExtractsExactly(const std::string& id) {
@@ -358,11 +375,19 @@ TEST_F(CrashTest, KillDuringBackupAndGcLeavesCatalogAndRepositoryConsistent) {
         "backup.before_catalog_commit"}) {
     SCOPED_TRACE(point);
     Writes(++seed);
+    const std::set<std::string> before = CatalogIds();
     Restart(point);
     (void)RunBackupAndWait(*server_.stub, "h1", {}, 60);  // the server dies under it
     ExpectKilled(point);
+    if (point == "backup.before_catalog_commit") {
+      // The killed job's manifest is complete: until the restart the
+      // repository alone shows one backup more (its chunks are all there).
+      EXPECT_EQ(RepoListedIds().size(), before.size() + 1);
+    }
     Restart("");
     EXPECT_EQ(Backups().size(), committed) << "a partial backup became visible";
+    EXPECT_EQ(RepoListedIds(), CatalogIds())
+        << "the repository alone shows a backup the catalog does not know";
     // The killed job's snapshot lives on at the agent until its lease (120 s)
     // runs out; the restarted server does not release it yet, so the test
     // destroys it, as an operator would, to go on without waiting.
@@ -409,6 +434,21 @@ TEST_F(CrashTest, KillDuringBackupAndGcLeavesCatalogAndRepositoryConsistent) {
 // went): while the server is down the repository still holds the files; the
 // restarted server finishes the removal before serving, and the remaining
 // backups verify, prune on, collect and extract byte for byte.
+// Two servers on one data directory would each take the other's backups in
+// progress for leftovers: the second refuses to start and names the first.
+TEST_F(CrashTest, ASecondServerOnTheSameDataDirectoryIsRefused) {
+  CommandResult second = RunCommand({Binaries::Server(), "--listen", "127.0.0.1:0", "--data-dir",
+                                     server_.dir + "/data", "--insecure"});
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.output.find(absl::StrCat("is in use by another blkfleet-server (pid ",
+                                            server_.process.pid(), ")")),
+            std::string::npos)
+      << second.output;
+  EXPECT_TRUE(Backups().empty()) << "the first server still answers";
+  Restart("");  // the lock goes with the process
+  EXPECT_TRUE(Backups().empty());
+}
+
 TEST_F(CrashTest, KillBetweenPruneCatalogCommitAndFileRemovalIsFinishedAtRestart) {
   ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 24 * kMiB, 51).ok());
   ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 8 * kMiB, 52).ok());
@@ -439,16 +479,6 @@ policies:
     ASSERT_TRUE(b.ok() && b->state() == sv::JOB_STATE_SUCCEEDED);
     ids.push_back(b->backup_id());
   }
-  auto listed = [&] {
-    CommandResult l = RunCommand({RestoreBin(), "--repo", Repo(), "list", "--json"}, false);
-    EXPECT_EQ(l.exit_code, 0) << l.output;
-    std::set<std::string> out;
-    nlohmann::json j = nlohmann::json::parse(l.output, nullptr, false);
-    if (j.is_array()) {
-      for (const auto& b : j) out.insert(b.value("id", ""));
-    }
-    return out;
-  };
   auto prune = [&](bool wait) -> std::optional<sv::Job> {
     sv::PruneRequest req;
     req.set_host("h1");
@@ -466,10 +496,10 @@ policies:
   Restart("prune.deleted");
   prune(false);
   ExpectKilled("prune.deleted");
-  EXPECT_EQ(listed(), (std::set<std::string>{ids[0], ids[1], ids[2]}))
+  EXPECT_EQ(RepoListedIds(), (std::set<std::string>{ids[0], ids[1], ids[2]}))
       << "the files of the first pruned backup stay until the server is back";
   Restart("");
-  EXPECT_EQ(listed(), (std::set<std::string>{ids[1], ids[2]}));
+  EXPECT_EQ(RepoListedIds(), (std::set<std::string>{ids[1], ids[2]}));
   std::vector<sv::Backup> left = Backups();
   ASSERT_EQ(left.size(), 2u);
   EXPECT_EQ(left[0].id(), ids[2]);
@@ -481,7 +511,7 @@ policies:
   ASSERT_EQ(done->state(), sv::JOB_STATE_SUCCEEDED) << done->error();
   EXPECT_NE(done->summary().find("removed 1 of 2 backups"), std::string::npos)
       << done->summary();
-  EXPECT_EQ(listed(), std::set<std::string>{ids[2]});
+  EXPECT_EQ(RepoListedIds(), std::set<std::string>{ids[2]});
   CollectGarbage();
   ExpectAllVerify();
   ExpectExtractsExactly(ids[2]);
