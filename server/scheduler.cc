@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/server_metrics.h"
 
 namespace blkfleet::server {
 namespace {
@@ -24,6 +25,25 @@ const Policy* FindPolicy(const PolicySet& set, const std::string& name) {
 }
 
 }  // namespace
+
+absl::Duration MaxBackupAge(const Policy& p, absl::Time from) {
+  absl::Duration widest = absl::ZeroDuration();
+  const absl::Time until = from + absl::Hours(24 * 366);
+  absl::Time slot = p.schedule.Next(from);
+  for (int i = 0; i < 10000 && slot < until; ++i) {
+    absl::Time next = p.schedule.Next(slot);
+    if (next == absl::InfiniteFuture()) break;
+    widest = std::max(widest, next - slot);
+    slot = next;
+  }
+  absl::Duration retries = absl::ZeroDuration();
+  absl::Duration wait = p.retry.initial_backoff;
+  for (int attempt = 1; attempt < p.retry.max_attempts; ++attempt) {
+    retries += std::min(wait, p.retry.max_backoff) * (1.0 + p.retry.jitter);
+    if (wait < p.retry.max_backoff) wait *= 2;
+  }
+  return widest + retries + absl::Hours(1);
+}
 
 int64_t ToUnixMicrosOrZero(absl::Time t) {
   return t == absl::InfiniteFuture() ? 0 : absl::ToUnixMicros(t);
@@ -56,6 +76,7 @@ absl::Status Scheduler::LoadStored() {
   }
   absl::MutexLock l(&mu_);
   set_ = std::move(*set);
+  policy_max_age_.clear();
   return absl::OkStatus();
 }
 
@@ -65,6 +86,7 @@ absl::StatusOr<PolicySet> Scheduler::Apply(const std::string& document, bool dry
   if (absl::Status s = catalog_->SavePolicyDocument(document); !s.ok()) return s;
   absl::MutexLock l(&mu_);
   set_ = *set;
+  policy_max_age_.clear();
   return set;
 }
 
@@ -111,10 +133,45 @@ std::vector<std::string> Scheduler::HostsOf(const std::string& policy) {
   return out;
 }
 
-void Scheduler::Persist(const catalog::ScheduleState& st) {
-  // A failed write is retried by the next change; the in-memory state stays
-  // authoritative while this process runs.
-  (void)catalog_->PutScheduleState(st);
+void Scheduler::Persist(const catalog::ScheduleState& st) { dirty_.insert({st.policy, st.host}); }
+
+void Scheduler::Flush() {
+  if (dirty_.empty()) return;
+  std::vector<catalog::ScheduleState> changed;
+  changed.reserve(dirty_.size());
+  for (const Key& k : dirty_) {
+    auto it = states_.find(k);
+    if (it != states_.end()) changed.push_back(it->second);
+  }
+  // A failed write stays pending for the next pass; the in-memory state
+  // stays authoritative while this process runs.
+  if (catalog_->PutScheduleStates(changed).ok()) dirty_.clear();
+}
+
+void Scheduler::ExportMaxAges(const std::vector<std::string>& hosts, const std::set<Key>& wanted,
+                              absl::Time now) {
+  if (!set_) return;
+  if (!policy_max_age_.empty() && hosts == max_age_hosts_) return;  // nothing changed
+  max_age_hosts_ = hosts;
+  if (policy_max_age_.empty()) {
+    for (const auto& p : set_->policies) policy_max_age_[p.name] = MaxBackupAge(p, now);
+  }
+  std::map<std::pair<std::string, std::string>, absl::Duration> limits;
+  for (const Key& k : wanted) {
+    const Policy* p = FindPolicy(*set_, k.first);
+    if (!p) continue;
+    const absl::Duration age = policy_max_age_.at(p->name);
+    for (const auto& device : set_->device_sets.at(p->device_set).devices) {
+      auto [it, inserted] = limits.try_emplace({k.second, device}, age);
+      if (!inserted) it->second = std::min(it->second, age);
+    }
+  }
+  for (const auto& [hd, age] : limits) {
+    auto it = exported_max_age_.find(hd);
+    if (it != exported_max_age_.end() && it->second == age) continue;
+    metrics::SetBackupMaxAge(hd.first, hd.second, absl::ToDoubleSeconds(age));
+    exported_max_age_[hd] = age;
+  }
 }
 
 absl::Duration Scheduler::Backoff(const RetryPolicy& r, int attempt) {
@@ -160,6 +217,7 @@ void Scheduler::Ended(catalog::ScheduleState& st, const Policy& p, const v1::Job
 void Scheduler::Tick() {
   absl::MutexLock l(&mu_);
   TickLocked(clock_->Now());
+  Flush();
 }
 
 void Scheduler::TickLocked(absl::Time now) {
@@ -196,10 +254,12 @@ void Scheduler::TickLocked(absl::Time now) {
       }
     }
   }
+  ExportMaxAges(hosts, wanted, now);
   // Targets gone from the set (policy, group or host removed): forgotten once
   // their job ended. A policy re-added later starts from its next slot.
   for (auto it = states_.begin(); it != states_.end();) {
     if (!wanted.count(it->first) && !it->second.running) {
+      dirty_.erase(it->first);
       (void)catalog_->DeleteScheduleState(it->first.first, it->first.second);
       it = states_.erase(it);
     } else {
@@ -280,6 +340,7 @@ void Scheduler::TickLocked(absl::Time now) {
       st.missed_slots = missed;
       st.attempt = 0;
       st.last_lag_ms = absl::ToInt64Milliseconds(now - slot);
+      metrics::SetSchedulerLag(absl::ToDoubleSeconds(now - slot));
     }
     st.retry_at_us = 0;
     st.attempt += 1;
@@ -304,6 +365,7 @@ void Scheduler::Start() {
     absl::MutexLock l(&mu_);
     while (!stop_) {
       TickLocked(clock_->Now());
+      Flush();
       mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.tick);
     }
   });

@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -29,13 +30,22 @@ struct SchedulerOptions {
   uint64_t seed = std::random_device{}();
 };
 
+// The longest a host/device's newest good backup may age under `p` without a
+// slot having been missed: the widest gap between two consecutive slots after
+// `from` (looking one year ahead, at most 10,000 slots), plus the waits of
+// every retry at their longest (backoff and jitter), plus one hour for the
+// backup itself. Exported as blkfleet_backup_max_age_seconds.
+absl::Duration MaxBackupAge(const Policy& p, absl::Time from);
+
 // Runs the applied policies (docs/policies.md): for every (policy, host of its
 // host group) target it starts a backup of the policy's device set when a
 // cron slot is due, within the global and per-host concurrency limits, and
 // retries a failed run with exponential backoff and jitter. Slots missed
 // while the server was down (or while limits held a run back) fold into one
-// run. Every change of a target's state is written to the catalog before the
-// next step, so a restarted server continues where the last one stopped.
+// run. The changes of target states of one pass are written to the catalog in
+// one transaction at its end, so a restarted server continues where the last
+// one stopped (a run started in a pass the server did not finish shows as not
+// started: its job was failed at start-up, so the slot runs again).
 //
 // All decisions happen in Tick(), driven by the background thread (Start) or
 // by tests with a fake clock.
@@ -83,7 +93,15 @@ class Scheduler {
   using Key = std::pair<std::string, std::string>;  // policy, host
 
   void TickLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `st` changed; Flush() writes every changed state in one transaction.
   void Persist(const catalog::ScheduleState& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Flush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets blkfleet_backup_max_age_seconds of every (host, device) of `wanted`
+  // whose limit changed: the smallest of the policies covering it. Only when
+  // `hosts` or the applied set changed since the last call.
+  void ExportMaxAges(const std::vector<std::string>& hosts, const std::set<Key>& wanted,
+                     absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Ended(catalog::ScheduleState& st, const Policy& p, const v1::Job& job, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailedAttempt(catalog::ScheduleState& st, const Policy& p, const std::string& why,
@@ -101,6 +119,12 @@ class Scheduler {
   AfterBackupFn after_backup_ ABSL_GUARDED_BY(mu_);
   std::optional<PolicySet> set_ ABSL_GUARDED_BY(mu_);
   std::map<Key, catalog::ScheduleState> states_ ABSL_GUARDED_BY(mu_);
+  std::set<Key> dirty_ ABSL_GUARDED_BY(mu_);
+  // Per policy name, computed once per applied set; and the values exported.
+  std::map<std::string, absl::Duration> policy_max_age_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, absl::Duration> exported_max_age_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> max_age_hosts_ ABSL_GUARDED_BY(mu_);  // hosts at the last export
   bool loaded_states_ ABSL_GUARDED_BY(mu_) = false;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -113,6 +113,9 @@ class Catalog {
   virtual absl::StatusOr<std::optional<std::string>> LoadPolicyDocument() = 0;
   // Inserts or replaces the state of (state.policy, state.host).
   virtual absl::Status PutScheduleState(const ScheduleState& state) = 0;
+  // The same for several targets in one transaction (one disk sync): all are
+  // written or none.
+  virtual absl::Status PutScheduleStates(const std::vector<ScheduleState>& states) = 0;
   // By policy, then host.
   virtual absl::StatusOr<std::vector<ScheduleState>> ListScheduleStates() = 0;
   virtual absl::Status DeleteScheduleState(const std::string& policy, const std::string& host) = 0;

@@ -698,16 +698,29 @@ absl::StatusOr<std::optional<std::string>> SqliteCatalog::LoadPolicyDocument() {
 }
 
 absl::Status SqliteCatalog::PutScheduleState(const ScheduleState& st) {
+  return PutScheduleStates({st});
+}
+
+absl::Status SqliteCatalog::PutScheduleStates(const std::vector<ScheduleState>& states) {
+  if (states.empty()) return absl::OkStatus();
   absl::MutexLock l(&mu_);
-  Stmt s(db_,
-         "INSERT OR REPLACE INTO schedule_state (policy, host, next_slot_us, last_slot_us, "
-         "last_start_us, retry_at_us, job_id, running, attempt, last_lag_ms, missed_slots, "
-         "last_result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  s.Bind(1, st.policy).Bind(2, st.host).Bind(3, st.next_slot_us).Bind(4, st.last_slot_us);
-  s.Bind(5, st.last_start_us).Bind(6, st.retry_at_us).Bind(7, st.job_id);
-  s.Bind(8, int64_t{st.running}).Bind(9, int64_t{st.attempt}).Bind(10, st.last_lag_ms);
-  s.Bind(11, int64_t{st.missed_slots}).Bind(12, st.last_result);
-  return s.Run();
+  BLKFLEET_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status result;
+  for (const ScheduleState& st : states) {
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO schedule_state (policy, host, next_slot_us, last_slot_us, "
+           "last_start_us, retry_at_us, job_id, running, attempt, last_lag_ms, missed_slots, "
+           "last_result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    s.Bind(1, st.policy).Bind(2, st.host).Bind(3, st.next_slot_us).Bind(4, st.last_slot_us);
+    s.Bind(5, st.last_start_us).Bind(6, st.retry_at_us).Bind(7, st.job_id);
+    s.Bind(8, int64_t{st.running}).Bind(9, int64_t{st.attempt}).Bind(10, st.last_lag_ms);
+    s.Bind(11, int64_t{st.missed_slots}).Bind(12, st.last_result);
+    result = s.Run();
+    if (!result.ok()) break;
+  }
+  if (result.ok()) result = Exec("COMMIT");
+  if (!result.ok()) Exec("ROLLBACK").IgnoreError();
+  return result;
 }
 
 absl::StatusOr<std::vector<ScheduleState>> SqliteCatalog::ListScheduleStates() {

@@ -61,6 +61,7 @@ class SqliteCatalog final : public Catalog {
   absl::Status SavePolicyDocument(const std::string& document) override;
   absl::StatusOr<std::optional<std::string>> LoadPolicyDocument() override;
   absl::Status PutScheduleState(const ScheduleState& state) override;
+  absl::Status PutScheduleStates(const std::vector<ScheduleState>& states) override;
   absl::StatusOr<std::vector<ScheduleState>> ListScheduleStates() override;
   absl::Status DeleteScheduleState(const std::string& policy, const std::string& host) override;
 

@@ -162,6 +162,35 @@ TEST(SqliteCatalogTest, FailedCommitLeavesNothingVisible) {
   EXPECT_TRUE(cat->CommitBackup(SampleBackup(id, "h1", {"/dev/vda"}), Sha256(std::string("m"))).ok());
 }
 
+TEST(SqliteCatalogTest, ScheduleStatesWrittenTogetherSurviveReopen) {
+  TempDir dir;
+  const std::string path = dir.path() + "/c.db";
+  {
+    auto cat = *SqliteCatalog::Open(path);
+    std::vector<ScheduleState> batch(3);
+    for (int i = 0; i < 3; ++i) {
+      batch[i].policy = "p";
+      batch[i].host = "h" + std::to_string(i);
+      batch[i].next_slot_us = 1000 + i;
+      batch[i].running = i == 1;
+      batch[i].job_id = std::to_string(i);
+      batch[i].last_result = "running";
+    }
+    ASSERT_TRUE(cat->PutScheduleStates(batch).ok());
+    batch[2].next_slot_us = 5000;  // replaces, in a later batch
+    ASSERT_TRUE(cat->PutScheduleStates({batch[2]}).ok());
+    ASSERT_TRUE(cat->PutScheduleStates({}).ok());
+  }
+  auto cat = *SqliteCatalog::Open(path);
+  auto got = cat->ListScheduleStates();
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[0].next_slot_us, 1000);
+  EXPECT_TRUE((*got)[1].running);
+  EXPECT_EQ((*got)[1].job_id, "1");
+  EXPECT_EQ((*got)[2].next_slot_us, 5000);
+}
+
 TEST(SqliteCatalogTest, JobsPersistAndUnfinishedOnesFailAtRestart) {
   TempDir dir;
   const std::string path = dir.path() + "/c.db";
