@@ -233,17 +233,44 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
   EXPECT_GE(last, before);
   EXPECT_LE(last, after);
 
+  // A daily policy: the scheduler exports h1's age limit per device (24 h
+  // between slots + retries 5m*1.2 + 10m*1.2 + 1 h = 91080 s) at its next
+  // pass (every second).
+  {
+    sv::ApplyPoliciesRequest req;
+    req.set_document(R"(
+version: 1
+host_groups:
+  all: {hosts: [h1]}
+device_sets:
+  sys: {devices: [vda]}
+policies:
+  - name: daily
+    host_group: all
+    device_set: sys
+    schedule: {cron: "0 3 * * *"}
+)");
+    sv::ApplyPoliciesResponse resp;
+    grpc::Status st = server_.stub->ApplyPolicies(Ctx().get(), req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  const std::string max_age = "blkfleet_backup_max_age_seconds{device=\"vda\",host=\"h1\"}";
+  std::map<std::string, double> s_policy;
+  for (int i = 0; i < 50 && !s_policy.count(max_age); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    s_policy = ScrapeChecked("server", server_.metrics_address);
+  }
+  EXPECT_EQ(Value(s_policy, max_age), 91080);
+
   // Every metric the alert rules and the dashboard name exists in the live
-  // output of one of the daemons. Only the scheduler sets the per-policy
-  // age limit (the rules fall back to a default without it).
+  // output of one of the daemons.
   std::set<std::string> live = FamilyNames(*Scrape(agent_.metrics_address));
   live.merge(FamilyNames(*Scrape(server_.metrics_address)));
-  const std::set<std::string> set_by_scheduler = {"blkfleet_backup_max_age_seconds"};
   const std::string prom = std::string(BLKFLEET_SOURCE_DIR) + "/deploy/prometheus";
   const std::string rules = ReadFile(prom + "/rules/blkfleet.rules.yml");
   ASSERT_FALSE(rules.empty());
   for (const std::string& name : NamesIn(rules)) {
-    EXPECT_TRUE(live.contains(name) || set_by_scheduler.contains(name))
+    EXPECT_TRUE(live.contains(name))
         << "rules/blkfleet.rules.yml names " << name << ", which neither daemon exports";
   }
   const nlohmann::json dashboard =
