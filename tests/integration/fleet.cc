@@ -156,6 +156,18 @@ absl::StatusOr<server::v1::Job> WaitJob(server::v1::Server::Stub& s, const std::
   return absl::DeadlineExceededError(absl::StrCat("job ", id, " did not end in ", timeout_s, " s"));
 }
 
+absl::Status ApplyPolicies(server::v1::Server::Stub& s, const std::string& yaml) {
+  server::v1::ApplyPoliciesRequest req;
+  req.set_document(yaml);
+  server::v1::ApplyPoliciesResponse resp;
+  grpc::Status st = s.ApplyPolicies(Ctx().get(), req, &resp);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                        "ApplyPolicies: " + st.error_message());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<server::v1::Job> RunBackupAndWait(server::v1::Server::Stub& s,
                                                  const std::string& host,
                                                  const std::vector<std::string>& devices,

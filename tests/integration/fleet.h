@@ -60,6 +60,9 @@ void RemoveTree(const std::string& path);
 // A client context with a deadline.
 std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30);
 
+// Applies the policy document `yaml` (ApplyPolicies); the error names the RPC.
+absl::Status ApplyPolicies(server::v1::Server::Stub& s, const std::string& yaml);
+
 // Starts a backup of `host` and follows it to its end.
 absl::StatusOr<server::v1::Job> RunBackupAndWait(server::v1::Server::Stub& s,
                                                  const std::string& host,

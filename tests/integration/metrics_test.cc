@@ -237,8 +237,7 @@ TEST_F(MetricsTest, BackupMovesMetricsAndOutputPassesPromtool) {
   // between slots + retries 5m*1.2 + 10m*1.2 + 1 h = 91080 s) at its next
   // pass (every second).
   {
-    sv::ApplyPoliciesRequest req;
-    req.set_document(R"(
+    absl::Status applied = ApplyPolicies(*server_.stub, R"(
 version: 1
 host_groups:
   all: {hosts: [h1]}
@@ -250,9 +249,7 @@ policies:
     device_set: sys
     schedule: {cron: "0 3 * * *"}
 )");
-    sv::ApplyPoliciesResponse resp;
-    grpc::Status st = server_.stub->ApplyPolicies(Ctx().get(), req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(applied.ok()) << applied;
   }
   const std::string max_age = "blkfleet_backup_max_age_seconds{device=\"vda\",host=\"h1\"}";
   std::map<std::string, double> s_policy;

@@ -454,8 +454,7 @@ TEST_F(CrashTest, KillBetweenPruneCatalogCommitAndFileRemovalIsFinishedAtRestart
   ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 8 * kMiB, 52).ok());
   Restart("");
   {
-    sv::ApplyPoliciesRequest req;
-    req.set_document(R"(
+    absl::Status applied = ApplyPolicies(*server_.stub, R"(
 version: 1
 host_groups:
   all: {hosts: [h1]}
@@ -468,9 +467,7 @@ policies:
     schedule: {cron: "0 0 1 1 *"}
     retention: {keep_last: 1}
 )");
-    sv::ApplyPoliciesResponse resp;
-    grpc::Status st = server_.stub->ApplyPolicies(Ctx().get(), req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(applied.ok()) << applied;
   }
   std::vector<std::string> ids;
   for (uint64_t seed = 200; seed < 203; ++seed) {
