@@ -22,6 +22,7 @@ kmod_pkgs=(
 # Debian packages (deploy/debian/build.sh) and their test (tests/packaging).
 packaging_pkgs=(
   dpkg-dev help2man lintian debootstrap systemd util-linux python3 procps
+  prometheus curl jq python3-yaml  # a real Prometheus scrapes the installed daemons
 )
 
 case "$what" in
