@@ -199,9 +199,15 @@ void BackupRun::DestroySnapshot() {
   av1::DestroySnapshotResponse resp;
   grpc::Status s = stub_->DestroySnapshot(&ctx, req, &resp);
   if (!s.ok()) {
-    // The lease will end it; the backup itself is not affected.
+    // Still recorded as held: the next server start or the lease ends it;
+    // the backup itself is not affected.
     std::cerr << "job " << ctx_.id() << ": destroy snapshot " << snapshot_.id() << " on "
               << Where() << ": " << s.error_message() << "\n";
+    return;
+  }
+  if (absl::Status f = deps_.catalog->ForgetHeldSnapshot(snapshot_.id()); !f.ok()) {
+    std::cerr << "job " << ctx_.id() << ": forget held snapshot " << snapshot_.id() << ": " << f
+              << "\n";
   }
 }
 
@@ -536,6 +542,12 @@ absl::Status BackupRun::Execute() {
     BackupRun* run;
     ~Cleanup() { run->DestroySnapshot(); }
   } cleanup{this};
+  // Recorded until destroyed: a server killed meanwhile releases it at its
+  // next start (server/snapshot_release.h). Unrecorded, it is not kept.
+  catalog::HeldSnapshot held{snapshot_.id(), ctx_.id(), req_.host.name(),
+                             req_.host.agent_address(),
+                             static_cast<int64_t>(deps_.options.lease_ms)};
+  BLKFLEET_RETURN_IF_ERROR(deps_.catalog->RecordHeldSnapshot(held));
   absl::Status s = Body();
   if (!s.ok() && !absl::IsCancelled(s)) snapshot_lost_ = SnapshotGone();
   return s;

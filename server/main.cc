@@ -31,6 +31,7 @@
 #include "server/repository/repository.h"
 #include "server/scheduler.h"
 #include "server/server_service.h"
+#include "server/snapshot_release.h"
 
 namespace {
 
@@ -144,6 +145,9 @@ int main(int argc, char** argv) {
   if (!catalog.ok()) return Fail(absl::StrCat("catalog: ", catalog.status().ToString()));
   auto failed = (*catalog)->FailUnfinishedJobs("the server stopped while the job ran");
   if (!failed.ok()) return Fail(failed.status().ToString());
+  // Snapshots those jobs held: released once the agent connector exists.
+  auto held = (*catalog)->ListHeldSnapshots();
+  if (!held.ok()) return Fail(absl::StrCat("held snapshots: ", held.status().ToString()));
   // A prune that stopped after deleting a backup from the catalog: its files go now.
   auto finished = blkfleet::server::FinishBackupRemovals(catalog->get(), repo->get());
   if (!finished.ok()) return Fail(absl::StrCat("pending backup removals: ", finished.status().ToString()));
@@ -192,6 +196,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   blkfleet::server::AgentConnector agents(agent_creds);
+  blkfleet::server::SnapshotReleaser releaser(catalog->get(), &agents, std::move(*held));
   auto jobs = std::make_unique<blkfleet::server::JobManager>(catalog->get(),
                                                              blkfleet::Clock::Real());
   blkfleet::server::BackupOptions options;

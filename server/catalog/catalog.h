@@ -47,6 +47,17 @@ struct PageRequest {
   int limit = 100;
 };
 
+// A snapshot a backup job created on an agent and has not destroyed yet. A
+// server killed meanwhile finds it at its next start and releases it
+// (server/snapshot_release.h) instead of leaving it to its lease.
+struct HeldSnapshot {
+  std::string snapshot_id;
+  std::string job_id;
+  std::string host;
+  std::string agent_address;
+  int64_t lease_ms = 0;  // the lease the job renews; it ends at most this long after
+};
+
 // The server's database: hosts, backups and their devices, jobs. Backups
 // exist only once CommitBackup() returned OK; that one transaction is the
 // commit point of a backup. Implementations are thread-safe. Records use the
@@ -91,6 +102,12 @@ class Catalog {
   virtual absl::StatusOr<std::vector<std::string>> ListBackupRemovals() = 0;
   // Once the files of deleted backup `id` are gone.
   virtual absl::Status ForgetBackupRemoval(const std::string& id) = 0;
+  // Snapshots held by backup jobs, recorded from their creation on the agent
+  // to their destruction (see HeldSnapshot). Recording an id twice replaces
+  // the entry; forgetting an unknown id is not an error.
+  virtual absl::Status RecordHeldSnapshot(const HeldSnapshot& snapshot) = 0;
+  virtual absl::Status ForgetHeldSnapshot(const std::string& snapshot_id) = 0;
+  virtual absl::StatusOr<std::vector<HeldSnapshot>> ListHeldSnapshots() = 0;
   // The newest backup of `device` of `host`, or nullopt.
   virtual absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
       const std::string& host, const std::string& device) = 0;

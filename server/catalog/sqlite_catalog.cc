@@ -250,6 +250,15 @@ CREATE TABLE backup_removals (
   remove_time_us INTEGER NOT NULL     -- whose files may still be in the repository
 );
 )sql"},
+      {5, R"sql(
+CREATE TABLE held_snapshots (
+  snapshot_id TEXT PRIMARY KEY,       -- created on the agent, not destroyed yet
+  job_id TEXT NOT NULL,
+  host TEXT NOT NULL,
+  agent_address TEXT NOT NULL,
+  lease_ms INTEGER NOT NULL
+);
+)sql"},
   };
   return kMigrations;
 }
@@ -585,6 +594,37 @@ absl::Status SqliteCatalog::ForgetBackupRemoval(const std::string& id) {
   Stmt s(db_, "DELETE FROM backup_removals WHERE id = ?");
   s.Bind(1, *n);
   return s.Run();
+}
+
+absl::Status SqliteCatalog::RecordHeldSnapshot(const HeldSnapshot& h) {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO held_snapshots (snapshot_id, job_id, host, agent_address, "
+         "lease_ms) VALUES (?, ?, ?, ?, ?)");
+  s.Bind(1, h.snapshot_id).Bind(2, h.job_id).Bind(3, h.host).Bind(4, h.agent_address);
+  s.Bind(5, h.lease_ms);
+  return s.Run();
+}
+
+absl::Status SqliteCatalog::ForgetHeldSnapshot(const std::string& snapshot_id) {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_, "DELETE FROM held_snapshots WHERE snapshot_id = ?");
+  s.Bind(1, snapshot_id);
+  return s.Run();
+}
+
+absl::StatusOr<std::vector<HeldSnapshot>> SqliteCatalog::ListHeldSnapshots() {
+  absl::MutexLock l(&mu_);
+  Stmt s(db_,
+         "SELECT snapshot_id, job_id, host, agent_address, lease_ms FROM held_snapshots "
+         "ORDER BY job_id, snapshot_id");
+  std::vector<HeldSnapshot> out;
+  while (true) {
+    BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});
+  }
+  return out;
 }
 
 absl::StatusOr<std::optional<DeviceBackupRef>> SqliteCatalog::LatestDeviceBackup(

@@ -50,6 +50,9 @@ class SqliteCatalog final : public Catalog {
   absl::Status DeleteBackup(const std::string& id) override;
   absl::StatusOr<std::vector<std::string>> ListBackupRemovals() override;
   absl::Status ForgetBackupRemoval(const std::string& id) override;
+  absl::Status RecordHeldSnapshot(const HeldSnapshot& snapshot) override;
+  absl::Status ForgetHeldSnapshot(const std::string& snapshot_id) override;
+  absl::StatusOr<std::vector<HeldSnapshot>> ListHeldSnapshots() override;
   absl::StatusOr<std::optional<DeviceBackupRef>> LatestDeviceBackup(
       const std::string& host, const std::string& device) override;
   absl::StatusOr<v1::Job> CreateJob(const v1::Job& job) override;

@@ -38,6 +38,29 @@ TEST(SqliteCatalogTest, FreshDatabaseGetsTheNewestSchema) {
   EXPECT_EQ((*cat)->SchemaVersion(), SchemaMigrations().back().version);
 }
 
+TEST(SqliteCatalogTest, HeldSnapshotsSurviveReopenUntilForgotten) {
+  TempDir dir;
+  const std::string path = dir.path() + "/catalog.db";
+  {
+    auto cat = SqliteCatalog::Open(path);
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    ASSERT_TRUE((*cat)->RecordHeldSnapshot({"s1", "3", "h1", "10.0.0.1:9400", 120000}).ok());
+    ASSERT_TRUE((*cat)->RecordHeldSnapshot({"s2", "4", "h2", "10.0.0.2:9400", 60000}).ok());
+    ASSERT_TRUE((*cat)->ForgetHeldSnapshot("s2").ok());
+    EXPECT_TRUE((*cat)->ForgetHeldSnapshot("never-recorded").ok());
+  }
+  auto cat = SqliteCatalog::Open(path);
+  ASSERT_TRUE(cat.ok()) << cat.status();
+  auto held = (*cat)->ListHeldSnapshots();
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].snapshot_id, "s1");
+  EXPECT_EQ((*held)[0].job_id, "3");
+  EXPECT_EQ((*held)[0].host, "h1");
+  EXPECT_EQ((*held)[0].agent_address, "10.0.0.1:9400");
+  EXPECT_EQ((*held)[0].lease_ms, 120000);
+}
+
 TEST(SqliteCatalogTest, LaterMigrationsApplyOnReopenAndKeepData) {
   TempDir dir;
   const std::string path = dir.path() + "/catalog.db";

@@ -20,6 +20,7 @@
 #include "server/prune_job.h"
 #include "server/scheduler.h"
 #include "server/server_service.h"
+#include "server/snapshot_release.h"
 #include "server/verify_job.h"
 #include "tests/unit/server/fake_agent.h"
 #include "tests/unit/server/temp_dir.h"
@@ -319,6 +320,49 @@ TEST_F(ServerTest, LeaseIsRenewedWhileTheJobRuns) {
   v1::Job j = Backup();
   ASSERT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.error();
   EXPECT_GE(agent_.lease_renewals(), 3);
+}
+
+// A job records the snapshot it holds until it destroyed it; what a killed
+// server's jobs held is destroyed by the next server's releaser, and a
+// snapshot on an agent that never answers is forgotten once its lease must
+// have ended.
+TEST_F(ServerTest, HeldSnapshotsAreRecordedUntilDestroyedAndReleasedAfterARestart) {
+  v1::Job full = Backup();
+  ASSERT_EQ(full.state(), v1::JOB_STATE_SUCCEEDED) << full.error();
+  auto held = catalog_->ListHeldSnapshots();
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_TRUE(held->empty()) << "the job's snapshot was destroyed, its record forgotten";
+
+  // What a job killed mid-backup leaves: a live snapshot and its record.
+  auto stub = agents_.Stub(agent_.address());
+  agent::v1::CreateSnapshotRequest creq;
+  creq.add_devices("vda");
+  creq.set_lease_ms(60000);
+  agent::v1::Snapshot snap;
+  {
+    grpc::ClientContext c;
+    ASSERT_TRUE(stub->CreateSnapshot(&c, creq, &snap).ok());
+  }
+  ASSERT_EQ(agent_.live_snapshots(), 1);
+  ASSERT_TRUE(catalog_->RecordHeldSnapshot({snap.id(), "7", "h1", agent_.address(), 60000}).ok());
+  ASSERT_TRUE(
+      catalog_->RecordHeldSnapshot({"00000000-0000-4000-8000-000000000001", "8", "gone",
+                                    "127.0.0.1:1", /*lease_ms=*/400})
+          .ok());
+  held = catalog_->ListHeldSnapshots();
+  ASSERT_TRUE(held.ok() && held->size() == 2u);
+
+  const absl::Time t0 = absl::Now();
+  {
+    SnapshotReleaser releaser(catalog_.get(), &agents_, *held, absl::Milliseconds(50));
+    releaser.WaitDone();
+  }
+  EXPECT_EQ(agent_.live_snapshots(), 0) << "released on the agent that answers";
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(400))
+      << "the unreachable agent's snapshot was retried until its lease ended";
+  held = catalog_->ListHeldSnapshots();
+  ASSERT_TRUE(held.ok());
+  EXPECT_TRUE(held->empty());
 }
 
 TEST_F(ServerTest, CancelEndsTheJobCancelledWithNothingVisible) {
