@@ -125,7 +125,7 @@ void ProcessChunk(Shared* shared, ChunkJob* job) {
     std::string plain = TakeBuffer(shared);
     job->status = ReadChunk(plan, *job, &plain);
     if (job->status.ok()) {
-      job->digest = Sha256(plain);
+      job->digest = plan.id_fn(plain);
       bool send_data = false;
       if (!plan.known.contains(job->digest)) {
         absl::MutexLock lock(&shared->mu);
@@ -233,7 +233,7 @@ absl::StatusOr<v1::StreamImageSummary> StreamImageChunks(
         // sent: this chunk carries the data after all.
         std::string plain;
         result = ReadChunk(plan, *job, &plain);
-        if (result.ok() && Sha256(plain) != job->digest) {
+        if (result.ok() && plan.id_fn(plain) != job->digest) {
           result = absl::DataLossError(
               absl::StrCat("chunk ", job->index, " changed between two reads of the image"));
         }

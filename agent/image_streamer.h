@@ -20,6 +20,7 @@
 #include "agent/backend.h"
 #include "agent/thread_pool.h"
 #include "blkfleet/agent/v1/agent.pb.h"
+#include "common/chunk_id.h"
 #include "common/sha256.h"
 
 namespace blkfleet::agent {
@@ -29,6 +30,8 @@ struct ImageStreamPlan {
   uint32_t chunk_size = 0;
   // Ascending, non-overlapping, inside the image; resume already applied.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [first, first + count)
+  // Chunk ids: SHA-256, or HMAC-SHA256 under the stream's chunk id key.
+  ChunkIdFn id_fn;
   // Digests the receiver has: such chunks go as DIGEST_ONLY.
   absl::flat_hash_set<Sha256Digest, Sha256DigestHash> known;
   bool compress = true;

@@ -90,6 +90,10 @@ absl::Status AgentService::DoStreamImage(
   plan.compress = !start.disable_compression();
   plan.zstd_level = start.zstd_level() == 0 ? 1 : start.zstd_level();
   plan.window_bytes = options_.stream_window_bytes;
+  if (!start.chunk_id_key().empty()) {
+    BLKFLEET_ASSIGN_OR_RETURN(plan.id_fn,
+                              ChunkIdFn::Keyed(start.chunk_id_key(), "start.chunk_id_key"));
+  }
 
   // Known digests, until known_digests_done.
   for (;;) {

@@ -347,6 +347,9 @@ absl::Status BackupRun::StreamOnce(DeviceWork& w, std::vector<uint8_t>& wanted, 
     }
   }
   start->set_resume_from_chunk(*resume_from);
+  // Encrypted repository: the agent computes the keyed chunk ids itself so
+  // that known_digests dedup still works (docs/security.md).
+  start->set_chunk_id_key(deps_.repo->chunks().id_fn().KeyBytes());
   bool ok = stream->Write(req);
   constexpr int kBatch = 8192;
   req.Clear();

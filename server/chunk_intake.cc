@@ -77,14 +77,14 @@ absl::Status ChunkIntake::Process(ReceivedChunk& c, ZstdCodec& codec, std::strin
       return absl::DataLossError(absl::StrCat("chunk ", c.index, " from the agent does not decode: ",
                                               std::string(s.message())));
     }
-    actual = Sha256(plain);
+    actual = store_->id_fn()(plain);
     enc = repo::StoredEncoding::kZstd;
   } else if (c.encoding == type::v1::CHUNK_ENCODING_RAW) {
     if (c.data.size() != c.length) {
       return absl::DataLossError(absl::StrCat("chunk ", c.index, " from the agent holds ",
                                               c.data.size(), " bytes, expected ", c.length));
     }
-    actual = Sha256(c.data);
+    actual = store_->id_fn()(c.data);
     enc = repo::StoredEncoding::kRaw;
   } else {
     return absl::DataLossError(absl::StrCat("chunk ", c.index, " has an unknown encoding"));

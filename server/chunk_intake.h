@@ -25,8 +25,8 @@ struct ReceivedChunk {
   std::string data;  // the payload as it travelled (zstd frame or raw)
 };
 
-// Verifies received chunks (decode, SHA-256, compare with the digest the
-// agent claimed) and stores the good ones, on a few worker threads so that
+// Verifies received chunks (decode, chunk id -- SHA-256, or HMAC-SHA256 in
+// an encrypted repository -- compared with the id the agent claimed) and stores the good ones, on a few worker threads so that
 // the stream reader never waits for hashing or disk. The payload is stored as
 // received (no recompression, no copy). The first failure sticks: later
 // submissions are dropped and Drain() reports it.

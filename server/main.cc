@@ -11,6 +11,7 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -77,10 +78,19 @@ int main(int argc, char** argv) {
   std::string policy_file;
   std::string metrics_listen;  // empty: no /metrics endpoint
   std::string metrics_port_file;
+  std::string repo_key_file;
+  std::string init_repo_key;
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
-  app.add_option("--data-dir", data_dir, "directory of the catalog (catalog.db) and repository (repo/)")
-      ->required();
+  app.add_option("--data-dir", data_dir,
+                 "directory of the catalog (catalog.db) and repository (repo/); required "
+                 "unless --init-repo-key");
+  app.add_option("--repo-key-file", repo_key_file,
+                 "key of an encrypted repository (64 hex digits, mode 0600 or 0400; "
+                 "docs/security.md). A new repository created with it is encrypted");
+  app.add_option("--init-repo-key", init_repo_key,
+                 "write a new random repository key to this file (mode 0400, never "
+                 "overwritten) and exit");
   app.add_option("--port-file", port_file, "write the bound port to this file");
   app.add_option("--metrics-listen", metrics_listen,
                  "host:port to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9480 "
@@ -101,6 +111,21 @@ int main(int argc, char** argv) {
                  "apply this policy document (YAML, docs/policies.md) at start; a bad "
                  "document stops the server");
   CLI11_PARSE(app, argc, argv);
+  if (!init_repo_key.empty()) {
+    if (absl::Status s = blkfleet::repo::GenerateRepoKeyFile(init_repo_key); !s.ok()) {
+      return Fail(absl::StrCat("--init-repo-key: ", s.message()));
+    }
+    std::cout << "wrote a new repository key to " << init_repo_key
+              << " (keep a copy apart from the repository: without it the backups are lost)\n";
+    return 0;
+  }
+  if (data_dir.empty()) return Fail("--data-dir is required");
+  std::optional<blkfleet::repo::RepoKey> repo_key;
+  if (!repo_key_file.empty()) {
+    auto k = blkfleet::repo::LoadRepoKeyFile(repo_key_file, "--repo-key-file");
+    if (!k.ok()) return Fail(std::string(k.status().message()));
+    repo_key = std::move(*k);
+  }
   absl::Duration gc_grace;
   if (!absl::ParseDuration(gc_grace_text, &gc_grace) || gc_grace < absl::ZeroDuration()) {
     return Fail(absl::StrCat("--gc-grace '", gc_grace_text,
@@ -139,7 +164,8 @@ int main(int argc, char** argv) {
   }
   if (absl::Status s = blkfleet::MakeDirectories(data_dir); !s.ok()) return Fail(s.ToString());
   if (absl::Status s = LockDataDir(data_dir); !s.ok()) return Fail(std::string(s.message()));
-  auto repo = blkfleet::repo::Repository::Open(data_dir + "/repo");
+  auto repo = blkfleet::repo::Repository::Open(data_dir + "/repo",
+                                               repo_key ? &*repo_key : nullptr);
   if (!repo.ok()) return Fail(absl::StrCat("repository: ", repo.status().ToString()));
   auto catalog = blkfleet::catalog::SqliteCatalog::Open(data_dir + "/catalog.db");
   if (!catalog.ok()) return Fail(absl::StrCat("catalog: ", catalog.status().ToString()));

@@ -202,8 +202,10 @@ absl::Status RunRestoreToHostDevice(repo::Repository* repo, AgentConnector* agen
         c->set_index(i);
         c->set_offset_bytes(offset);
         c->set_length_bytes(static_cast<uint32_t>(len));
-        c->set_sha256(std::string(reinterpret_cast<const char*>(index.digests[i].data()),
-                                  index.digests[i].size()));
+        // The agent checks SHA-256 of the plain data; in an encrypted
+        // repository the chunk id is an HMAC it cannot compute.
+        c->set_sha256(DigestToBytes(repo->chunks().encrypted() ? Sha256(plain)
+                                                               : index.digests[i]));
         const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(plain.data()),
                                              plain.size());
         if (codec.Compress(bytes, req.zstd_level, &packed).ok() && packed.size() < plain.size()) {

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/status_util.h"
 #include "nlohmann/json.hpp"
 #include "server/repository/repository.h"
 #include "server/restore_job.h"
@@ -71,13 +73,19 @@ class ToolContext : public JobContext {
 
 // Opens an existing repository only: Repository::Open would create one in a
 // missing or empty directory, which a recovery tool must never do.
-absl::StatusOr<std::unique_ptr<repo::Repository>> OpenExisting(const std::string& root) {
+// An encrypted repository needs its key (--repo-key-file).
+absl::StatusOr<std::unique_ptr<repo::Repository>> OpenExisting(const std::string& root,
+                                                               const std::string& key_file) {
   std::error_code ec;
   if (!std::filesystem::exists(root + "/repo.json", ec)) {
     return absl::NotFoundError(
         absl::StrCat(root, " holds no repo.json: not a blkfleet repository (--repo)"));
   }
-  return repo::Repository::Open(root);
+  std::optional<repo::RepoKey> key;
+  if (!key_file.empty()) {
+    BLKFLEET_ASSIGN_OR_RETURN(key, repo::LoadRepoKeyFile(key_file, "--repo-key-file"));
+  }
+  return repo::Repository::Open(root, key ? &*key : nullptr);
 }
 
 std::string FormatTime(const google::protobuf::Timestamp& t) {
@@ -85,8 +93,8 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
                           absl::UTCTimeZone());
 }
 
-int List(const std::string& root, bool json) {
-  auto repo = OpenExisting(root);
+int List(const std::string& root, const std::string& key_file, bool json) {
+  auto repo = OpenExisting(root, key_file);
   if (!repo.ok()) {
     std::cerr << "blkfleet-restore: " << repo.status().message() << "\n";
     return 2;
@@ -128,9 +136,10 @@ int List(const std::string& root, bool json) {
   return 0;
 }
 
-int Extract(const std::string& root, const std::string& backup_id, const std::string& device,
-            const std::string& output, bool overwrite, int threads, bool verbose) {
-  auto repo = OpenExisting(root);
+int Extract(const std::string& root, const std::string& key_file, const std::string& backup_id,
+            const std::string& device, const std::string& output, bool overwrite, int threads,
+            bool verbose) {
+  auto repo = OpenExisting(root, key_file);
   if (!repo.ok()) {
     std::cerr << "blkfleet-restore: " << repo.status().message() << "\n";
     return 2;
@@ -183,6 +192,9 @@ int main(int argc, char** argv) {
   std::string root;
   app.add_option("--repo", root, "repository directory (the server's <data-dir>/repo)")
       ->required();
+  std::string key_file;
+  app.add_option("--repo-key-file", key_file,
+                 "key file of an encrypted repository (as given to blkfleet-server)");
 
   bool json = false;
   CLI::App* list = app.add_subcommand("list", "list the backups found from their manifests");
@@ -203,6 +215,7 @@ int main(int argc, char** argv) {
   extract->add_flag("-v,--verbose", verbose, "print phases");
   CLI11_PARSE(app, argc, argv);
 
-  if (list->parsed()) return blkfleet::server::List(root, json);
-  return blkfleet::server::Extract(root, backup_id, device, output, overwrite, threads, verbose);
+  if (list->parsed()) return blkfleet::server::List(root, key_file, json);
+  return blkfleet::server::Extract(root, key_file, backup_id, device, output, overwrite, threads,
+                                   verbose);
 }

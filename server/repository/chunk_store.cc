@@ -26,7 +26,17 @@ namespace {
 
 constexpr char kMagic[8] = {'B', 'L', 'K', 'F', 'C', 'H', 'N', 'K'};
 constexpr uint16_t kFlagZstd = 1;
-constexpr uint16_t kKnownFlags = kFlagZstd;
+constexpr uint16_t kFlagEncrypted = 2;
+constexpr uint16_t kKnownFlags = kFlagZstd | kFlagEncrypted;
+// Header bytes 0..15 (magic, version, flags, plain length) are part of the
+// associated data of an encrypted chunk.
+constexpr size_t kAadHeaderBytes = 16;
+
+std::string ChunkAad(const uint8_t* header, const Sha256Digest& digest) {
+  std::string aad(reinterpret_cast<const char*>(header), kAadHeaderBytes);
+  aad.append(reinterpret_cast<const char*>(digest.data()), digest.size());
+  return aad;
+}
 
 // Version 1 files checksum with zlib's CRC-32; version 2 (written now) with
 // CRC-32C, which the CPU computes several times faster. Both stay readable.
@@ -40,7 +50,8 @@ uint32_t Checksum(uint16_t version, const void* data, size_t n) {
 
 }  // namespace
 
-ChunkStore::ChunkStore(std::string dir) : dir_(std::move(dir)) {}
+ChunkStore::ChunkStore(std::string dir, ChunkIdFn id_fn, std::shared_ptr<const ChunkCipher> cipher)
+    : dir_(std::move(dir)), id_fn_(std::move(id_fn)), cipher_(std::move(cipher)) {}
 
 absl::Status ChunkStore::Init() {
   for (int i = 0; i < 256; ++i) {
@@ -70,8 +81,15 @@ absl::StatusOr<bool> ChunkStore::Put(const Sha256Digest& digest, uint32_t plain_
   uint8_t header[kHeaderSize] = {};
   std::memcpy(header, kMagic, sizeof(kMagic));
   PutLe<uint16_t>(header + 8, kVersion);
-  PutLe<uint16_t>(header + 10, encoding == StoredEncoding::kZstd ? kFlagZstd : 0);
+  uint16_t flags = encoding == StoredEncoding::kZstd ? kFlagZstd : 0;
+  if (cipher_) flags |= kFlagEncrypted;
+  PutLe<uint16_t>(header + 10, flags);
   PutLe<uint32_t>(header + 12, plain_length);
+  std::string sealed;
+  if (cipher_) {
+    BLKFLEET_RETURN_IF_ERROR(cipher_->Seal(ChunkAad(header, digest), stored, &sealed));
+    stored = sealed;
+  }
   PutLe<uint32_t>(header + 16, static_cast<uint32_t>(stored.size()));
   PutLe<uint32_t>(header + 20, Checksum(kVersion, stored.data(), stored.size()));
   PutLe<uint32_t>(header + 24, 0);
@@ -155,14 +173,27 @@ absl::Status ChunkStore::Get(const Sha256Digest& digest, ZstdCodec* codec,
   if (GetLe<uint32_t>(h + 20) != Checksum(version, stored.data(), stored.size())) {
     return corrupt("stored bytes checksum mismatch");
   }
+  if ((flags & kFlagEncrypted) != 0) {
+    if (!cipher_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "chunk ", DigestToHex(digest), " (", path,
+          ") is encrypted and the repository was opened without its key"));
+    }
+    thread_local std::string opened;
+    absl::Status s = cipher_->Open(ChunkAad(h, digest), stored, &opened);
+    if (!s.ok()) return corrupt(std::string(s.message()));
+    stored = opened;
+  } else if (cipher_) {
+    return corrupt("not encrypted, in an encrypted repository");
+  }
   if ((flags & kFlagZstd) != 0) {
     absl::Status s = codec->Decompress(stored, plain_length, plain);
     if (!s.ok()) return corrupt(std::string(s.message()));
   } else {
-    if (stored_length != plain_length) return corrupt("raw chunk length mismatch");
+    if (stored.size() != plain_length) return corrupt("raw chunk length mismatch");
     plain->assign(stored.data(), stored.size());
   }
-  if (Sha256(*plain) != digest) return corrupt("content does not match its digest");
+  if (id_fn_(*plain) != digest) return corrupt("content does not match its digest");
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -12,8 +13,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/chunk_id.h"
 #include "common/sha256.h"
 #include "common/zstd_codec.h"
+#include "server/repository/repo_key.h"
 
 namespace blkfleet::repo {
 
@@ -28,30 +31,43 @@ enum class StoredEncoding : uint16_t {
 // version, flags, plain length, stored length, CRC-32C of the stored bytes
 // and of the header; docs/formats.md) followed by the stored bytes.
 //
+// In an encrypted repository (a `cipher` given) the chunk id is
+// HMAC-SHA256(id key, plain data) and the stored bytes are sealed with
+// AES-256-GCM (nonce || ciphertext || tag) with header bytes 0..15 and the
+// chunk id as associated data, so a chunk renamed to another id fails.
+//
 // A chunk file is written once (temporary file in the same directory, fsync,
 // rename without replace) and never rewritten. Directory entries of new
 // chunks become durable at SyncDirectories(); a backup calls it before its
 // index refers to them. Thread-safe.
 class ChunkStore {
  public:
-  explicit ChunkStore(std::string dir);
+  explicit ChunkStore(std::string dir, ChunkIdFn id_fn = {},
+                      std::shared_ptr<const ChunkCipher> cipher = nullptr);
 
   // Creates the fan-out directories when missing.
   absl::Status Init();
+
+  // How chunk ids of this store are computed from plain data.
+  const ChunkIdFn& id_fn() const { return id_fn_; }
+  bool encrypted() const { return cipher_ != nullptr; }
 
   // Whether a chunk file of this digest exists (its content is not checked).
   bool Contains(const Sha256Digest& digest) const;
 
   // Stores `stored` (the plain data encoded as `encoding`, holding
-  // `plain_length` bytes) as the chunk `digest`. The caller has verified that
-  // the data hashes to `digest`. Returns true when it wrote a new file, false
+  // `plain_length` bytes) as the chunk `digest`, encrypting it in an
+  // encrypted store. The caller has verified that id_fn() of the data is
+  // `digest`. Returns true when it wrote a new file, false
   // when the chunk was already present (the existing file is kept).
   absl::StatusOr<bool> Put(const Sha256Digest& digest, uint32_t plain_length,
                            StoredEncoding encoding, std::string_view stored);
 
   // Reads the chunk `digest` into *plain, checking the header, the stored
-  // bytes' checksum, the decoded length and the SHA-256 of the plain data.
-  // NOT_FOUND when missing; DATA_LOSS when any check fails.
+  // bytes' checksum, the GCM tag (encrypted store), the decoded length and
+  // the id of the plain data. NOT_FOUND when missing; DATA_LOSS when any
+  // check fails; FAILED_PRECONDITION for an encrypted chunk in a store
+  // without a key.
   absl::Status Get(const Sha256Digest& digest, ZstdCodec* codec, std::string* plain) const;
 
   // Makes the directory entries of every chunk written since the last call
@@ -80,6 +96,8 @@ class ChunkStore {
   std::string DirOf(const Sha256Digest& digest) const;
 
   const std::string dir_;
+  const ChunkIdFn id_fn_;
+  const std::shared_ptr<const ChunkCipher> cipher_;
   absl::Mutex mu_;
   std::set<std::string> dirty_dirs_ ABSL_GUARDED_BY(mu_);
 };

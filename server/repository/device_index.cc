@@ -12,7 +12,6 @@ namespace {
 constexpr char kMagic[8] = {'B', 'L', 'K', 'F', 'I', 'N', 'D', 'X'};
 constexpr uint16_t kVersion = 1;
 constexpr uint32_t kHeaderSize = 88;
-constexpr uint32_t kDigestSha256 = 1;
 constexpr size_t kTrailerSize = 32;
 
 }  // namespace
@@ -33,7 +32,7 @@ std::string EncodeDeviceIndex(const DeviceIndex& index) {
   PutLe<uint32_t>(h + 52, index.cbt.block_count);
   PutLe<int64_t>(h + 56, index.create_time_unix_micros);
   PutLe<uint64_t>(h + 64, n);
-  PutLe<uint32_t>(h + 72, kDigestSha256);
+  PutLe<uint32_t>(h + 72, index.digest_algorithm);
   // 76..87 reserved, zero.
   for (size_t i = 0; i < n; ++i) std::memcpy(h + kHeaderSize + i * 32, index.digests[i].data(), 32);
   Sha256Digest trailer =
@@ -57,8 +56,12 @@ absl::StatusOr<DeviceIndex> DecodeDeviceIndex(std::string_view bytes) {
     return bad(absl::StrCat("unknown version ", GetLe<uint16_t>(h + 8)));
   }
   if (GetLe<uint32_t>(h + 12) != kHeaderSize) return bad("unexpected header size");
-  if (GetLe<uint32_t>(h + 72) != kDigestSha256) return bad("unknown digest algorithm");
   DeviceIndex index;
+  index.digest_algorithm = GetLe<uint32_t>(h + 72);
+  if (index.digest_algorithm != kIndexDigestSha256 &&
+      index.digest_algorithm != kIndexDigestHmacSha256) {
+    return bad("unknown digest algorithm");
+  }
   index.device_size_bytes = GetLe<uint64_t>(h + 16);
   index.chunk_size_bytes = GetLe<uint32_t>(h + 24);
   index.cbt.change_number = GetLe<uint32_t>(h + 28);

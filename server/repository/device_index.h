@@ -12,6 +12,10 @@
 
 namespace blkfleet::repo {
 
+// Index header field "digest algorithm" (docs/formats.md).
+constexpr uint32_t kIndexDigestSha256 = 1;      // SHA-256 of the plain chunk
+constexpr uint32_t kIndexDigestHmacSha256 = 2;  // HMAC-SHA256 (encrypted repository)
+
 // The fixed index of one device in one backup: chunk i of the device image
 // ([i * chunk size, min((i+1) * chunk size, device size))) is the chunk whose
 // digest is digests[i]. Every index is complete (a logically full image),
@@ -22,6 +26,8 @@ struct DeviceIndex {
   // CBT state of the snapshot the backup was read from.
   CbtPoint cbt;
   int64_t create_time_unix_micros = 0;
+  // How the digests were computed: kIndexDigestSha256 or kIndexDigestHmacSha256.
+  uint32_t digest_algorithm = kIndexDigestSha256;
   std::vector<Sha256Digest> digests;
 
   // The view the CBT arithmetic needs to use this index as a base.

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/chunk_id.h"
 #include "common/durable_file.h"
 #include "common/status_util.h"
 #include "common/uuid.h"
@@ -22,16 +23,30 @@ constexpr const char* kRepoFormat = "blkfleet-repository";
 constexpr const char* kManifestFormat = "blkfleet-manifest";
 constexpr int kRepoVersion = 1;
 constexpr int kManifestVersion = 1;
+constexpr const char* kEncryption = "aes-256-gcm";
+constexpr const char* kKeyedChunkId = "hmac-sha256";
+constexpr const char* kKdf = "hkdf-sha256";
+constexpr const char* kKeyFlag = "--repo-key-file";
+
+std::string ManifestMacLine(const std::string& key, std::string_view manifest) {
+  return absl::StrCat("hmac-sha256 ", DigestToHex(HmacSha256(key, manifest)), "\n");
+}
 
 }  // namespace
 
-Repository::Repository(std::string root, std::string id)
-    : root_(std::move(root)), id_(std::move(id)), chunks_(root_ + "/chunks") {}
+Repository::Repository(std::string root, std::string id, std::optional<RepoSubkeys> keys)
+    : root_(std::move(root)),
+      id_(std::move(id)),
+      metadata_mac_key_(keys ? keys->metadata_mac : std::string()),
+      chunks_(root_ + "/chunks", keys ? keys->chunk_id : ChunkIdFn(),
+              keys ? std::make_shared<const ChunkCipher>(keys->chunk_enc) : nullptr) {}
 
-absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& root) {
+absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& root,
+                                                             const RepoKey* key) {
   BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root));
   const std::string meta_path = root + "/repo.json";
   std::string id;
+  std::optional<RepoSubkeys> keys;
   auto meta = ReadWholeFile(meta_path);
   if (meta.ok()) {
     nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
@@ -42,11 +57,33 @@ absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& 
       return absl::FailedPreconditionError(
           absl::StrCat(meta_path, ": unsupported repository version ", j.value("version", 0)));
     }
-    if (j.value("encryption", "") != "none" || j.value("chunk_id", "") != "sha256") {
-      return absl::FailedPreconditionError(
-          absl::StrCat(meta_path, ": encrypted repositories are not supported yet"));
-    }
     id = j.value("id", "");
+    const std::string encryption = j.value("encryption", "");
+    const std::string chunk_id = j.value("chunk_id", "");
+    if (encryption == "none" && chunk_id == "sha256") {
+      if (key != nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            meta_path, ": the repository is not encrypted, but ", kKeyFlag,
+            " was given (a plain repository cannot be opened with a key)"));
+      }
+    } else if (encryption == kEncryption && chunk_id == kKeyedChunkId &&
+               j.value("kdf", "") == kKdf) {
+      if (key == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            meta_path, ": the repository is encrypted (", kEncryption, "): give its key with ",
+            kKeyFlag));
+      }
+      keys = DeriveRepoSubkeys(*key, id);
+      if (!ConstantTimeEquals(keys->key_check, j.value("key_check", ""))) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            meta_path, ": ", kKeyFlag, " is not this repository's key (its key check value "
+            "differs from repo.json's key_check); nothing was changed"));
+      }
+    } else {
+      return absl::FailedPreconditionError(absl::StrCat(
+          meta_path, ": unsupported encryption \"", encryption, "\" with chunk ids \"",
+          chunk_id, "\""));
+    }
   } else if (absl::IsNotFound(meta.status())) {
     std::error_code ec;
     bool empty = std::filesystem::is_empty(root, ec);
@@ -59,13 +96,21 @@ absl::StatusOr<std::unique_ptr<Repository>> Repository::Open(const std::string& 
     nlohmann::json j = {{"format", kRepoFormat}, {"version", kRepoVersion}, {"id", id},
                         {"chunk_id", "sha256"},  {"encryption", "none"},
                         {"chunk_layout", "chunks/<xx>/<sha256 hex>"}};
+    if (key != nullptr) {
+      keys = DeriveRepoSubkeys(*key, id);
+      j["chunk_id"] = kKeyedChunkId;
+      j["encryption"] = kEncryption;
+      j["kdf"] = kKdf;
+      j["key_check"] = keys->key_check;
+      j["chunk_layout"] = "chunks/<xx>/<hmac-sha256 hex>";
+    }
     BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/chunks"));
     BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/backups"));
     BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(meta_path, j.dump(2) + "\n"));
   } else {
     return meta.status();
   }
-  std::unique_ptr<Repository> repo(new Repository(root, id));
+  std::unique_ptr<Repository> repo(new Repository(root, id, std::move(keys)));
   BLKFLEET_RETURN_IF_ERROR(MakeDirectories(root + "/backups"));
   BLKFLEET_RETURN_IF_ERROR(repo->chunks_.Init());
   return repo;
@@ -124,6 +169,10 @@ absl::Status Repository::RemoveBackupFiles(const std::string& backup_id) {
   return FsyncDirectory(backups);
 }
 
+std::string Repository::ManifestMacPath(const std::string& backup_id) const {
+  return absl::StrCat(BackupDir(backup_id), "/manifest.mac");
+}
+
 std::string Repository::IndexPath(const std::string& backup_id, int ordinal) const {
   return absl::StrCat(BackupDir(backup_id), "/device-", ordinal, ".index");
 }
@@ -131,7 +180,9 @@ std::string Repository::IndexPath(const std::string& backup_id, int ordinal) con
 absl::StatusOr<Sha256Digest> Repository::WriteIndex(const std::string& backup_id, int ordinal,
                                                     const DeviceIndex& index) {
   BLKFLEET_RETURN_IF_ERROR(MakeDirectories(BackupDir(backup_id)));
-  std::string bytes = EncodeDeviceIndex(index);
+  DeviceIndex copy = index;
+  copy.digest_algorithm = encrypted() ? kIndexDigestHmacSha256 : kIndexDigestSha256;
+  std::string bytes = EncodeDeviceIndex(copy);
   BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(IndexPath(backup_id, ordinal), bytes));
   return Sha256(bytes);
 }
@@ -151,6 +202,10 @@ absl::StatusOr<DeviceIndex> Repository::ReadIndex(const std::string& backup_id, 
   if (!index.ok()) {
     return absl::DataLossError(absl::StrCat(path, ": ", index.status().message()));
   }
+  if (index->digest_algorithm != (encrypted() ? kIndexDigestHmacSha256 : kIndexDigestSha256)) {
+    return absl::DataLossError(absl::StrCat(path, ": its chunk ids are not of this repository's "
+                                            "kind (digest algorithm ", index->digest_algorithm, ")"));
+  }
   return index;
 }
 
@@ -169,13 +224,28 @@ absl::StatusOr<Sha256Digest> Repository::WriteManifest(const blkfleet::server::v
   j["index_files"] = files;
   std::string bytes = j.dump(2) + "\n";
   BLKFLEET_RETURN_IF_ERROR(MakeDirectories(BackupDir(backup.id())));
-  BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(BackupDir(backup.id()) + "/manifest.json", bytes));
+  if (!metadata_mac_key_.empty()) {
+    BLKFLEET_RETURN_IF_ERROR(
+        WriteFileDurably(ManifestMacPath(backup.id()), ManifestMacLine(metadata_mac_key_, bytes)));
+  }
+  BLKFLEET_RETURN_IF_ERROR(WriteFileDurably(ManifestPath(backup.id()), bytes));
   return Sha256(bytes);
 }
 
 absl::StatusOr<blkfleet::server::v1::Backup> Repository::ReadManifest(const std::string& backup_id) {
   const std::string path = ManifestPath(backup_id);
   BLKFLEET_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+  if (!metadata_mac_key_.empty()) {
+    auto mac = ReadWholeFile(ManifestMacPath(backup_id));
+    if (!mac.ok()) {
+      return absl::DataLossError(absl::StrCat(ManifestMacPath(backup_id), " cannot be read: ",
+                                              mac.status().message()));
+    }
+    if (!ConstantTimeEquals(*mac, ManifestMacLine(metadata_mac_key_, bytes))) {
+      return absl::DataLossError(absl::StrCat(
+          path, " does not match its HMAC in manifest.mac (altered, or of another repository)"));
+    }
+  }
   nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
   if (j.is_discarded() || !j.is_object() || j.value("format", "") != kManifestFormat ||
       j.value("version", 0) != kManifestVersion || !j.contains("backup")) {

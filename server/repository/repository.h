@@ -2,6 +2,7 @@
 #define BLKFLEET_SERVER_REPOSITORY_REPOSITORY_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,15 +11,18 @@
 #include "blkfleet/server/v1/server.pb.h"
 #include "server/repository/chunk_store.h"
 #include "server/repository/device_index.h"
+#include "server/repository/repo_key.h"
 
 namespace blkfleet::repo {
 
 // The backup repository on a local filesystem (layout in docs/formats.md):
 //
-//   <root>/repo.json                      format, version, id, chunk id scheme
+//   <root>/repo.json                      format, version, id, chunk id scheme,
+//                                         encryption and key check value
 //   <root>/chunks/<xx>/<digest hex>       chunk files (ChunkStore)
 //   <root>/backups/<id>/device-<i>.index  one index per device of a backup
 //   <root>/backups/<id>/manifest.json     the backup's manifest
+//   <root>/backups/<id>/manifest.mac      its HMAC (encrypted repositories)
 //
 // A backup's files are written before the catalog records it; files of a
 // backup the catalog does not know are leftovers of a failed job, never read
@@ -27,9 +31,14 @@ namespace blkfleet::repo {
 class Repository {
  public:
   // Opens the repository at `root`, creating it when the directory is empty
-  // or missing. FAILED_PRECONDITION for an unknown format or version.
-  static absl::StatusOr<std::unique_ptr<Repository>> Open(const std::string& root);
+  // or missing (encrypted when `key` is given). FAILED_PRECONDITION for an
+  // unknown format or version, an encrypted repository without a key, a
+  // plain one with a key, or a key whose check value differs from the one
+  // in repo.json; nothing is written in those cases.
+  static absl::StatusOr<std::unique_ptr<Repository>> Open(const std::string& root,
+                                                          const RepoKey* key = nullptr);
 
+  bool encrypted() const { return chunks_.encrypted(); }
   ChunkStore& chunks() { return chunks_; }
   const std::string& root() const { return root_; }
   const std::string& id() const { return id_; }
@@ -44,7 +53,9 @@ class Repository {
                                         const Sha256Digest& expected_sha256);
 
   // Writes the manifest of `backup` (whose devices carry their index digests)
-  // durably and returns the SHA-256 of the file.
+  // durably and returns the SHA-256 of the file. An encrypted repository
+  // first writes manifest.mac, the HMAC of the manifest bytes, which
+  // ReadManifest checks.
   absl::StatusOr<Sha256Digest> WriteManifest(const blkfleet::server::v1::Backup& backup);
   absl::StatusOr<blkfleet::server::v1::Backup> ReadManifest(const std::string& backup_id);
 
@@ -64,13 +75,15 @@ class Repository {
 
   std::string BackupDir(const std::string& backup_id) const;
   std::string ManifestPath(const std::string& backup_id) const;
+  std::string ManifestMacPath(const std::string& backup_id) const;
   std::string IndexPath(const std::string& backup_id, int ordinal) const;
 
  private:
-  Repository(std::string root, std::string id);
+  Repository(std::string root, std::string id, std::optional<RepoSubkeys> keys);
 
   const std::string root_;
   const std::string id_;
+  const std::string metadata_mac_key_;  // empty: plain repository
   ChunkStore chunks_;
 };
 

@@ -16,9 +16,11 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
 #include "common/sha256.h"
 #include "nlohmann/json.hpp"
 #include "server/repository/device_index.h"
+#include "server/repository/repo_key.h"
 #include "tests/integration/fleet.h"
 
 namespace blkfleet::testing {
@@ -169,6 +171,133 @@ TEST_F(RepoExtractTest, CorruptChunkIsNamedAndExtractionFailsWithoutOutput) {
   CommandResult ok = RunCommand({RestoreBin(), "--repo", Repo(), "extract", "--backup", b.id(),
                                  "--device", "vdb", "--output", dir_ + "/vdb.img"});
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+// An encrypted repository (--repo-key-file) end to end: backups dedup across
+// a full and an incremental, verify and restore through the server, the
+// server refuses a restart without the key or with another key, and
+// blkfleet-restore extracts byte for byte with the key and refuses without.
+class EncryptedRepoTest : public RepoExtractTest {
+ protected:
+  void SetUp() override {
+    key_dir_ = MakeTempDir("blkfleet-key");
+    ASSERT_FALSE(key_dir_.empty());
+    ASSERT_TRUE(repo::GenerateRepoKeyFile(Key()).ok());
+    ASSERT_TRUE(repo::GenerateRepoKeyFile(key_dir_ + "/other.key").ok());
+    server_.extra_args = {"--repo-key-file", Key()};
+    RepoExtractTest::SetUp();
+  }
+  void TearDown() override {
+    RepoExtractTest::TearDown();
+    RemoveTree(key_dir_);
+  }
+  std::string Key() const { return key_dir_ + "/repo.key"; }
+  size_t ChunkFiles() const {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(Repo() + "/chunks")) {
+      if (e.is_regular_file()) ++n;
+    }
+    return n;
+  }
+  repo::DeviceIndex Vda(const std::string& backup_id) {
+    std::ifstream in(absl::StrCat(Repo(), "/backups/", backup_id, "/device-0.index"),
+                     std::ios::binary);
+    auto index = repo::DecodeDeviceIndex(
+        std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+    EXPECT_TRUE(index.ok()) << index.status();
+    return index.ok() ? *index : repo::DeviceIndex{};
+  }
+  std::string key_dir_;
+};
+
+TEST_F(EncryptedRepoTest, BackupsDedupRestoreAndNeedTheKey) {
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 32 * kMiB, 51).ok());
+  // vdb holds the first 12 MiB of vda (same seed): its chunks dedup.
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 12 * kMiB, 51).ok());
+  auto full = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(full->state(), sv::JOB_STATE_SUCCEEDED) << full->error();
+  const size_t after_full = ChunkFiles();
+  const repo::DeviceIndex index = Vda(full->backup_id());
+  EXPECT_EQ(index.digest_algorithm, repo::kIndexDigestHmacSha256);
+  ASSERT_GT(index.digests.size(), 2u);
+  EXPECT_EQ(after_full, index.digests.size()) << "vdb's chunks did not dedup with vda's";
+  // A second backup of unchanged devices adds no chunk: the agent computes
+  // the keyed ids and the known ones travel as digests only.
+  auto again = RunBackupAndWait(*server_.stub, "h1", {});
+  ASSERT_TRUE(again.ok() && again->state() == sv::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(ChunkFiles(), after_full);
+  const sv::Backup b = GetBackup(again->backup_id());
+
+  sv::VerifyBackupRequest vreq;
+  vreq.set_backup_id(b.id());
+  sv::Job vjob;
+  ASSERT_TRUE(server_.stub->VerifyBackup(Ctx().get(), vreq, &vjob).ok());
+  auto verified = WaitJob(*server_.stub, vjob.id(), 120);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(verified->state(), sv::JOB_STATE_SUCCEEDED) << verified->error();
+  const std::string oracle = FileSha256(agent_.OracleImage(b.snapshot_id(), "vda"));
+  auto r = RestoreAndWait(*server_.stub, b.id(), "vda", dir_ + "/srv-vda.img");
+  ASSERT_TRUE(r.ok() && r->state() == sv::JOB_STATE_SUCCEEDED) << r->error();
+  EXPECT_EQ(FileSha256(dir_ + "/srv-vda.img"), oracle);
+
+  // The key file is nowhere in the data directory.
+  const std::string key_text = FileSha256(Key());
+  for (const auto& e : std::filesystem::recursive_directory_iterator(server_.dir)) {
+    if (e.is_regular_file()) {
+      EXPECT_NE(FileSha256(e.path().string()), key_text) << e.path();
+    }
+  }
+
+  // Restarts without the key and with another key fail, naming the cause.
+  server_.stub.reset();
+  server_.process.Kill(SIGTERM);
+  for (const auto& [args, want] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{}, "--repo-key-file"},
+           {{"--repo-key-file", key_dir_ + "/other.key"}, "not this repository's key"}}) {
+    server_.extra_args = args;
+    EXPECT_FALSE(server_.Start().ok()) << "server started with key args " << args.size();
+    EXPECT_NE(server_.process.LogTail().find(want), std::string::npos)
+        << server_.process.LogTail();
+    server_.stub.reset();
+    server_.process.Kill(SIGTERM);
+  }
+
+  // blkfleet-restore: refuses without the key, extracts with it.
+  CommandResult nokey = RunCommand({RestoreBin(), "--repo", Repo(), "list"});
+  EXPECT_NE(nokey.exit_code, 0);
+  EXPECT_NE(nokey.output.find("--repo-key-file"), std::string::npos) << nokey.output;
+  const std::string out = dir_ + "/x-vda.img";
+  CommandResult x = RunCommand({RestoreBin(), "--repo", Repo(), "--repo-key-file", Key(),
+                                "extract", "--backup", b.id(), "--device", "vda", "--output",
+                                out});
+  ASSERT_EQ(x.exit_code, 0) << x.output;
+  EXPECT_EQ(FileSha256(out), oracle);
+
+  // One flipped ciphertext byte (both CRCs recomputed) fails on the GCM tag.
+  const std::string hex = DigestToHex(Vda(b.id()).digests[2]);
+  const std::string chunk = absl::StrCat(Repo(), "/chunks/", hex.substr(0, 2), "/", hex);
+  std::string file;
+  {
+    std::ifstream cf(chunk, std::ios::binary);
+    file.assign((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(file.size(), 100u);
+  file[90] = static_cast<char>(file[90] ^ 0x01);
+  const uint32_t crc = Crc32c(std::string_view(file).substr(32));
+  for (int i = 0; i < 4; ++i) file[20 + i] = static_cast<char>(crc >> (8 * i));
+  const uint32_t hcrc = Crc32c(std::string_view(file).substr(0, 28));
+  for (int i = 0; i < 4; ++i) file[28 + i] = static_cast<char>(hcrc >> (8 * i));
+  std::filesystem::permissions(chunk, std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::add);
+  std::ofstream(chunk, std::ios::binary | std::ios::trunc) << file;
+  CommandResult bad = RunCommand({RestoreBin(), "--repo", Repo(), "--repo-key-file", Key(),
+                                  "extract", "--backup", b.id(), "--device", "vda", "--output",
+                                  dir_ + "/bad.img"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("AES-256-GCM tag"), std::string::npos) << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad.img"));
 }
 
 // The repository on a 64 MiB tmpfs (the catalog stays on the normal disk):
