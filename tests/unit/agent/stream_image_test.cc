@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "common/chunk_id.h"
 #include "common/sha256.h"
 #include "common/zstd_codec.h"
 #include "gmock/gmock.h"
@@ -145,6 +146,32 @@ TEST_F(StreamImageTest, KnownDigestsAreSentAsDigestsOnly) {
         << "chunk " << c.index();
   }
   EXPECT_EQ(r.summary->chunks_sent(), 31u);
+}
+
+TEST_F(StreamImageTest, ChunkIdKeyGivesHmacIdsAndKnownKeyedIdsDedup) {
+  v1::Snapshot s = PrepareVda();
+  const std::string image = Oracle(s.id(), "vda");
+  const std::string key(32, 'K');
+  v1::StreamImageStart start = Start(s.id(), "vda");
+  start.set_chunk_id_key(key);
+  auto id = [&](uint64_t i) {
+    return DigestToBytes(HmacSha256(key, image.substr(i * kChunk, kChunk)));
+  };
+  // Chunk 2's keyed id is known; its plain SHA-256 would not match.
+  StreamResult r = Run(start, {id(2)});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.chunks.size(), 64u);
+  for (const v1::ImageChunk& c : r.chunks) {
+    EXPECT_EQ(c.sha256(), id(c.index())) << "chunk " << c.index();
+    EXPECT_NE(c.sha256(), DigestToBytes(Sha256(image.substr(c.index() * kChunk, kChunk))));
+  }
+  EXPECT_EQ(r.chunks[2].encoding(), CHUNK_ENCODING_DIGEST_ONLY);
+  EXPECT_EQ(r.chunks[1].encoding(), CHUNK_ENCODING_RAW);
+
+  start.set_chunk_id_key(std::string(31, 'K'));
+  StreamResult bad = Run(start);
+  EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.status.error_message(), HasSubstr("chunk_id_key"));
 }
 
 TEST_F(StreamImageTest, RangesAndResumeSelectChunks) {
