@@ -96,7 +96,9 @@ run_counted() {
   fi
 }
 
+started=$SECONDS
 for part in "${parts[@]}"; do
+  part_started=$SECONDS
   case "$part" in
     unit | conformance | integration) run_ctest "$part" ;;
     kmod)
@@ -125,6 +127,8 @@ for part in "${parts[@]}"; do
       exit 2
       ;;
   esac
+  # Wall time per part, to keep CI (90 min at most on a fresh machine) in view.
+  log "$part took $((SECONDS - part_started)) s (total $((SECONDS - started)) s)"
 done
 
 if ((${#failed_parts[@]} > 0)); then

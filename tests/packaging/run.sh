@@ -351,8 +351,19 @@ check "rules: the shipped groups loaded ($shipped_groups)" \
   test "$(jq -r '[.groups[].name] | sort | join(" ")' <<<"${rules:-null}" 2>/dev/null)" = "$shipped_groups"
 check "rules: $(jq '[.groups[].rules[]] | length' <<<"${rules:-null}" 2>/dev/null) rules, every one health ok" \
   jq -e '[.groups[].rules[]] | length > 0 and all(.health == "ok" and (.lastError // "") == "")' <<<"${rules:-null}"
+# The first rule evaluation may come before the first scrape of the server
+# (the readiness loop above only waits for one of each): the recorded series
+# appears at the next evaluation, 2 s later. Poll for up to 5 intervals.
+eventually() {
+  local i
+  for i in $(seq 1 20); do
+    "$@" && return 0
+    sleep 0.5
+  done
+  return 1
+}
 check "recording rule blkfleet:backup_max_age_seconds for h1/vda" \
-  at_least 'blkfleet:backup_max_age_seconds{host="h1",device="vda"}' 1
+  eventually at_least 'blkfleet:backup_max_age_seconds{host="h1",device="vda"}' 1
 check "no alert firing after a good backup" \
   test "$(api /api/v1/alerts | jq '[.alerts[] | select(.state == "firing")] | length' 2>/dev/null)" = 0
 kill -TERM "$prom_pid"
