@@ -96,6 +96,13 @@ Gauge GetGauge(const std::string& name, const std::string& help, const Labels& l
   return Gauge(&family.Add(labels));
 }
 
+void RemoveGauge(const std::string& name, const std::string& help, const Labels& labels) {
+  Store& s = *TheStore();
+  s.CheckKind(name, 'g');
+  auto& family = prometheus::BuildGauge().Name(name).Help(help).Register(s.registry());
+  if (family.Has(labels)) family.Remove(&family.Add(labels));
+}
+
 Histogram GetHistogram(const std::string& name, const std::string& help,
                        const std::vector<double>& buckets, const Labels& labels) {
   Store& s = *TheStore();

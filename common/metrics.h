@@ -68,6 +68,10 @@ Counter GetCounter(const std::string& name, const std::string& help, const Label
 Gauge GetGauge(const std::string& name, const std::string& help, const Labels& labels = {});
 Histogram GetHistogram(const std::string& name, const std::string& help,
                        const std::vector<double>& buckets, const Labels& labels = {});
+// Drops one series of a gauge family (no-op when it does not exist), for
+// series whose subject is gone (a host no policy covers any more). Handles
+// to it must not be used afterwards: get it again with GetGauge instead.
+void RemoveGauge(const std::string& name, const std::string& help, const Labels& labels);
 
 // Bucket bounds: `count` values from `start`, each `factor` times the last.
 std::vector<double> ExponentialBuckets(double start, double factor, int count);

@@ -172,6 +172,16 @@ void Scheduler::ExportMaxAges(const std::vector<std::string>& hosts, const std::
     metrics::SetBackupMaxAge(hd.first, hd.second, absl::ToDoubleSeconds(age));
     exported_max_age_[hd] = age;
   }
+  // A host deleted or no longer covered: its limit goes (the alert rule
+  // falls back to its default for a device still backed up by hand).
+  for (auto it = exported_max_age_.begin(); it != exported_max_age_.end();) {
+    if (limits.count(it->first)) {
+      ++it;
+      continue;
+    }
+    metrics::ClearBackupMaxAge(it->first.first, it->first.second);
+    it = exported_max_age_.erase(it);
+  }
 }
 
 absl::Duration Scheduler::Backoff(const RetryPolicy& r, int attempt) {

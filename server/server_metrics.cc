@@ -150,11 +150,15 @@ void VerifyChecked(uint64_t chunks, uint64_t damaged, bool backup_damaged) {
 
 void SetSchedulerLag(double seconds) { H().scheduler_lag.Set(seconds); }
 
+constexpr char kMaxAgeName[] = "blkfleet_backup_max_age_seconds";
+constexpr char kMaxAgeHelp[] = "Age the newest good backup of a host/device may reach under its policy";
+
 void SetBackupMaxAge(const std::string& host, const std::string& device, double seconds) {
-  m::GetGauge("blkfleet_backup_max_age_seconds",
-              "Age the newest good backup of a host/device may reach under its policy",
-              {{"host", host}, {"device", device}})
-      .Set(seconds);
+  m::GetGauge(kMaxAgeName, kMaxAgeHelp, {{"host", host}, {"device", device}}).Set(seconds);
+}
+
+void ClearBackupMaxAge(const std::string& host, const std::string& device) {
+  m::RemoveGauge(kMaxAgeName, kMaxAgeHelp, {{"host", host}, {"device", device}});
 }
 
 absl::Status Restore(catalog::Catalog* catalog) {

@@ -44,6 +44,8 @@ void VerifyChecked(uint64_t chunks, uint64_t damaged, bool backup_damaged);
 // under its policy (the "backup too old" alert compares with this).
 void SetSchedulerLag(double seconds);
 void SetBackupMaxAge(const std::string& host, const std::string& device, double seconds);
+// Drops that series when no policy covers the host/device any more.
+void ClearBackupMaxAge(const std::string& host, const std::string& device);
 
 // Sets blkfleet_backup_last_success_timestamp_seconds from the catalog (at
 // start), and refreshes the repository gauges (chunk files and bytes, at

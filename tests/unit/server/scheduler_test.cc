@@ -21,6 +21,7 @@ namespace blkfleet::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class FakeClock final : public Clock {
  public:
@@ -536,6 +537,10 @@ TEST_F(SchedulerTest, ExportsLagAndMaxAge) {
   EXPECT_THAT(text, HasSubstr("\nblkfleet_server_scheduler_lag_seconds 7\n"));
   EXPECT_THAT(text, HasSubstr("\nblkfleet_backup_max_age_seconds{device=\"/dev/vda\","
                               "host=\"metrics-host0\"} 8280\n"));
+  // A host that leaves the fleet takes its limit with it.
+  ASSERT_TRUE(catalog_->DeleteHost("metrics-host0").ok());
+  s->Tick();
+  EXPECT_THAT(metrics::TextExposition(), Not(HasSubstr("host=\"metrics-host0\"} 8280")));
   auto daily = ParsePolicyDocument(Doc("0 3 * * *", 4, 1));
   ASSERT_TRUE(daily.ok());
   EXPECT_EQ(MaxBackupAge(daily->policies[0], At(2026, 1, 1, 0, 0)),
