@@ -31,9 +31,11 @@ namespace av1 = ::blkfleet::agent::v1;
 constexpr char kMaintenanceKey[] = "maintenance";
 constexpr char kMaintenanceBusy[] = "a prune or garbage collection is already running";
 
-grpc::Status Unimplemented(const std::string& feature) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      absl::StrCat(feature, " is not implemented yet"));
+// blkfleet-server always runs a scheduler; a service built without one (a
+// test harness) answers the policy calls with this.
+grpc::Status NoScheduler() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "this server runs without a scheduler: no policies");
 }
 
 }  // namespace
@@ -420,7 +422,7 @@ void Summarize(const PolicySet& set, const Policy& p, v1::PolicySummary* out) {
 
 grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPoliciesRequest*,
                                          v1::ListPoliciesResponse* resp) {
-  if (!scheduler_) return Unimplemented("policies and scheduler");
+  if (!scheduler_) return NoScheduler();
   std::optional<PolicySet> set = scheduler_->Policies();
   if (set) {
     resp->set_document(set->document);
@@ -454,7 +456,7 @@ grpc::Status ServerService::ListPolicies(grpc::ServerContext*, const v1::ListPol
 grpc::Status ServerService::ApplyPolicies(grpc::ServerContext*,
                                           const v1::ApplyPoliciesRequest* req,
                                           v1::ApplyPoliciesResponse* resp) {
-  if (!scheduler_) return Unimplemented("policies and scheduler");
+  if (!scheduler_) return NoScheduler();
   auto set = scheduler_->Apply(req->document(), req->dry_run());
   RETURN_IF_BAD(set.status());
   for (const auto& p : set->policies) Summarize(*set, p, resp->add_policies());

@@ -51,8 +51,8 @@ class ServerService final : public v1::Server::Service {
                         grpc::ServerWriter<v1::Job>*) override;
   grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
 
-  // The scheduler behind ApplyPolicies/ListPolicies and Prune (null: the
-  // first two answer UNIMPLEMENTED, Prune FAILED_PRECONDITION). Set before
+  // The scheduler behind ApplyPolicies/ListPolicies and Prune (null: all
+  // three answer FAILED_PRECONDITION). Set before
   // serving; also makes the scheduler prune a host after its scheduled
   // backups when the policy says prune_after_backup.
   void SetScheduler(Scheduler* scheduler);

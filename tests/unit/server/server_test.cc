@@ -583,9 +583,9 @@ TEST_F(ServerTest, HostAndBackupRequestValidation) {
   EXPECT_EQ(stub_->DeleteHost(&d2, dreq, &dresp).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ServerTest, UnimplementedCallsNameTheirFeature) {
+TEST_F(ServerTest, PolicyCallsWithoutASchedulerAreRefusedByName) {
   auto expect = [](const grpc::Status& s, const std::string& feature) {
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_NE(s.error_message().find(feature), std::string::npos) << s.error_message();
   };
   v1::Job j;
