@@ -80,5 +80,43 @@ TEST_F(RestoreHostTest, BackupRestoredOntoASecondDeviceIsByteIdentical) {
   EXPECT_EQ(DevicePrefixSha("vdc", 8 * kMiB), vdc_before);
 }
 
+// From an encrypted repository: the server opens (AES-256-GCM) and checks
+// (HMAC id) every chunk before WriteImage, so the device gets plain data.
+class EncryptedRestoreHostTest : public RestoreHostTest {
+ protected:
+  void SetUp() override {
+    key_dir_ = MakeTempDir("blkfleet-key");
+    ASSERT_FALSE(key_dir_.empty());
+    const std::string key = key_dir_ + "/repo.key";
+    const std::string init = absl::StrCat(Binaries::Server(), " --init-repo-key ", key, " > ",
+                                          key_dir_, "/init.out 2>&1");
+    ASSERT_EQ(std::system(init.c_str()), 0);
+    server_.extra_args = {"--repo-key-file", key};
+    RestoreHostTest::SetUp();
+  }
+  void TearDown() override {
+    RestoreHostTest::TearDown();
+    RemoveTree(key_dir_);
+  }
+  std::string key_dir_;
+};
+
+TEST_F(EncryptedRestoreHostTest, BackupRestoredOntoASecondDeviceIsByteIdentical) {
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 24 * kMiB, 41).ok());
+  ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 32 * kMiB, 42).ok());
+  auto backup = RunBackupAndWait(*server_.stub, "h1", {"vda"});
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  ASSERT_EQ(backup->state(), sv::JOB_STATE_SUCCEEDED) << backup->error();
+  sv::GetBackupRequest greq;
+  greq.set_id(backup->backup_id());
+  sv::Backup b;
+  ASSERT_TRUE(server_.stub->GetBackup(Ctx().get(), greq, &b).ok());
+  const std::string oracle = agent_.OracleImage(b.snapshot_id(), "vda");
+  auto restored = RestoreOnto(b.id(), "vdb");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_EQ(restored->state(), sv::JOB_STATE_SUCCEEDED) << restored->error();
+  EXPECT_EQ(DevicePrefixSha("vdb", 24 * kMiB), FileSha256(oracle));
+}
+
 }  // namespace
 }  // namespace blkfleet::testing
