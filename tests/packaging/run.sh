@@ -222,6 +222,12 @@ check "server.conf ships METRICS on 127.0.0.1:9480" grep -qx 'METRICS=--metrics-
 check "agent.conf ships METRICS on 127.0.0.1:9401" grep -qx 'METRICS=--metrics-listen 127.0.0.1:9401' "$chroot_dir/etc/blkfleet/agent.conf"
 set_conf /etc/blkfleet/server.conf METRICS "--metrics-listen 127.0.0.1:0 --metrics-port-file /var/lib/blkfleet/metrics-port"
 set_conf /etc/blkfleet/server.conf EXTRA_ARGS "--port-file /var/lib/blkfleet/port"
+# An encrypted repository, set up as docs/operations.md says.
+check "server.conf ships REPO_KEY empty (a plain repository)" grep -qx 'REPO_KEY=' "$chroot_dir/etc/blkfleet/server.conf"
+check "blkfleet-server --init-repo-key" in_root blkfleet-server --init-repo-key /etc/blkfleet/repo.key
+in_root chown blkfleet /etc/blkfleet/repo.key
+check "repository key 0400 blkfleet" test "$(stat -c '%a' "$chroot_dir/etc/blkfleet/repo.key") $(in_root stat -c '%U' /etc/blkfleet/repo.key)" = "400 blkfleet"
+set_conf /etc/blkfleet/server.conf REPO_KEY "--repo-key-file /etc/blkfleet/repo.key"
 set_conf /etc/blkfleet/agent.conf BACKEND sim
 set_conf /etc/blkfleet/agent.conf LISTEN 127.0.0.1:0
 set_conf /etc/blkfleet/agent.conf TLS_CERT "$pki/h1.crt"
@@ -382,9 +388,13 @@ pids=()
 
 log "disaster recovery: blkfleet-restore reads the repository with no server"
 check "blkfleet-restore lists backup $backup_id of h1 with vda" grep -qE "^$backup_id +h1 .* vda:$((24 << 20))" \
-  <<<"$(in_root blkfleet-restore --repo /var/lib/blkfleet/repo list 2>&1)"
-check "blkfleet-restore extract" in_root blkfleet-restore --repo /var/lib/blkfleet/repo extract \
-  --backup "$backup_id" --device vda --output /root/h1-vda.img
+  <<<"$(in_root blkfleet-restore --repo /var/lib/blkfleet/repo --repo-key-file /etc/blkfleet/repo.key list 2>&1)"
+check "the repository is encrypted (repo.json has key_check)" grep -q key_check "$chroot_dir/var/lib/blkfleet/repo/repo.json"
+check "blkfleet-restore extract without the key refused, nothing written" bash -c \
+  '! chroot "$1" blkfleet-restore --repo /var/lib/blkfleet/repo extract --backup "$2" --device vda --output /root/nokey.img 2>/dev/null && ! test -e "$1/root/nokey.img"' \
+  _ "$chroot_dir" "$backup_id"
+check "blkfleet-restore extract --repo-key-file" in_root blkfleet-restore --repo /var/lib/blkfleet/repo \
+  --repo-key-file /etc/blkfleet/repo.key extract --backup "$backup_id" --device vda --output /root/h1-vda.img
 check "extracted image equals the device byte for byte" \
   cmp "$chroot_dir/var/lib/blkfleet-agent/sim/vda.img" "$chroot_dir/root/h1-vda.img"
 
@@ -409,6 +419,7 @@ check "every packaged file gone (${#remaining[@]} left: ${remaining[*]:0:5})" te
 check "conffiles gone" bash -c '! test -e "$1/etc/blkfleet/agent.conf" && ! test -e "$1/etc/blkfleet/server.conf"' _ "$chroot_dir"
 check "unit enablement gone" bash -c '! compgen -G "$1/etc/systemd/system/multi-user.target.wants/blkfleet-*" >/dev/null' _ "$chroot_dir"
 check "agent state folder gone" test ! -e "$chroot_dir/var/lib/blkfleet-agent"
+check "the repository key kept" test -s "$chroot_dir/etc/blkfleet/repo.key"
 check "the server's backups kept, and said so" \
   bash -c 'test -e "$1/var/lib/blkfleet/catalog.db" && grep -q "are kept" "$2"' _ "$chroot_dir" "$purge_log"
 check "dkms forgot blksnap" bash -c '! chroot "$1" dkms status 2>/dev/null | grep -q blksnap && ! test -e "$1/usr/src/blksnap-$2"' _ "$chroot_dir" "$kmod_version"
