@@ -36,6 +36,20 @@ class RestoreHostTest : public FleetTest {
     return WaitJob(*server_.stub, job.id(), 300);
   }
 
+  // Fills vda and vdb (seeds `seed`, `seed` + 1), backs up vda; sets the
+  // backup and the agent's oracle image of vda at its snapshot.
+  void BackUpVda(uint64_t seed, sv::Backup* b, std::string* oracle) {
+    ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 24 * kMiB, seed).ok());
+    ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 32 * kMiB, seed + 1).ok());
+    auto backup = RunBackupAndWait(*server_.stub, "h1", {"vda"});
+    ASSERT_TRUE(backup.ok()) << backup.status();
+    ASSERT_EQ(backup->state(), sv::JOB_STATE_SUCCEEDED) << backup->error();
+    sv::GetBackupRequest greq;
+    greq.set_id(backup->backup_id());
+    ASSERT_TRUE(server_.stub->GetBackup(Ctx().get(), greq, b).ok());
+    *oracle = agent_.OracleImage(b->snapshot_id(), "vda");
+  }
+
   std::string DevicePrefixSha(const std::string& device, uint64_t bytes) {
     const std::string out = absl::StrCat(dir_, "/", device, ".prefix");
     const std::string path = absl::StrCat(agent_.dir, "/sim/", device, ".img");
@@ -46,16 +60,9 @@ class RestoreHostTest : public FleetTest {
 };
 
 TEST_F(RestoreHostTest, BackupRestoredOntoASecondDeviceIsByteIdentical) {
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 24 * kMiB, 31).ok());
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 32 * kMiB, 32).ok());
-  auto backup = RunBackupAndWait(*server_.stub, "h1", {"vda"});
-  ASSERT_TRUE(backup.ok()) << backup.status();
-  ASSERT_EQ(backup->state(), sv::JOB_STATE_SUCCEEDED) << backup->error();
-  sv::GetBackupRequest greq;
-  greq.set_id(backup->backup_id());
   sv::Backup b;
-  ASSERT_TRUE(server_.stub->GetBackup(Ctx().get(), greq, &b).ok());
-  const std::string oracle = agent_.OracleImage(b.snapshot_id(), "vda");
+  std::string oracle;
+  ASSERT_NO_FATAL_FAILURE(BackUpVda(31, &b, &oracle));
 
   // Through the CLI, as an operator would.
   const std::string cmd =
@@ -102,16 +109,9 @@ class EncryptedRestoreHostTest : public RestoreHostTest {
 };
 
 TEST_F(EncryptedRestoreHostTest, BackupRestoredOntoASecondDeviceIsByteIdentical) {
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vda", 24 * kMiB, 41).ok());
-  ASSERT_TRUE(FillDevice(*agent_.workload, "vdb", 32 * kMiB, 42).ok());
-  auto backup = RunBackupAndWait(*server_.stub, "h1", {"vda"});
-  ASSERT_TRUE(backup.ok()) << backup.status();
-  ASSERT_EQ(backup->state(), sv::JOB_STATE_SUCCEEDED) << backup->error();
-  sv::GetBackupRequest greq;
-  greq.set_id(backup->backup_id());
   sv::Backup b;
-  ASSERT_TRUE(server_.stub->GetBackup(Ctx().get(), greq, &b).ok());
-  const std::string oracle = agent_.OracleImage(b.snapshot_id(), "vda");
+  std::string oracle;
+  ASSERT_NO_FATAL_FAILURE(BackUpVda(41, &b, &oracle));
   auto restored = RestoreOnto(b.id(), "vdb");
   ASSERT_TRUE(restored.ok()) << restored.status();
   ASSERT_EQ(restored->state(), sv::JOB_STATE_SUCCEEDED) << restored->error();
