@@ -214,24 +214,45 @@ cmd_start() {
   log "ready: source $lab/lab.env"
 }
 
+# alive PID: the process exists and is not a zombie (a daemonized QEMU is
+# reparented to PID 1, which need not reap it).
+alive() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z* ]]
+}
+
 cmd_stop() {
-  local keep=0 f pid
+  local keep=0 f pid pids=() left=() i
   [[ ${1:-} == --keep ]] && keep=1
   [[ -d $lab ]] || return 0
+  # Read every pid first: QEMU unlinks its own pidfile as it exits, so a
+  # pidfile seen a moment ago may be gone by the time it is read.
   for f in "$lab"/*/qemu.pid "$lab/server/pid"; do
-    [[ -s $f ]] || continue
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || true
+    pid=$(cat -- "$f" 2>/dev/null) || continue
+    [[ $pid =~ ^[0-9]+$ ]] && pids+=("$pid")
   done
-  for f in "$lab"/*/qemu.pid "$lab/server/pid"; do
-    [[ -s $f ]] || continue
-    pid=$(cat "$f")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
+      log "pid $pid did not stop on SIGTERM in 5 s: SIGKILL"
+      kill -9 "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+      alive "$pid" && left+=("$pid")
+    fi
   done
-  rm -f "$lab/lab.env"
-  if ((keep)); then log "stopped; kept $lab"; else rm -rf -- "$lab"; log "stopped"; fi
+  rm -f -- "$lab"/*/qemu.pid "$lab/server/pid" "$lab/lab.env"
+  ((${#left[@]} == 0)) || die "still running after SIGKILL: ${left[*]} (kept $lab)"
+  if ((keep)); then log "stopped; kept $lab"; return 0; fi
+  # A process that has just died may still be closing files in the lab: try
+  # the removal again before giving up.
+  for ((i = 0; i < 5; i++)); do
+    rm -rf -- "$lab" 2>/dev/null && break
+    sleep 0.5
+  done
+  [[ ! -e $lab ]] || die "could not remove $lab: $(rm -rf -- "$lab" 2>&1 | head -n 3)"
+  log "stopped"
 }
 
 cmd_reboot() {
@@ -240,7 +261,7 @@ cmd_reboot() {
   lab_exec "$h" 'sync; umount /data; umount /ds' >/dev/null || true
   pid=$(cat "$lab/$h/qemu.pid")
   kill "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   boot "$h"
   wait_ready "$h"
