@@ -113,9 +113,18 @@ for part in "${parts[@]}"; do
       run_counted "conformance-vm-stock" tests/conformance/vm/run
       run_counted "conformance-vm-patched" tests/conformance/vm/run --patched
       ;;
-    packaging) run_counted "packaging" tests/packaging/run.sh ;;
+    packaging)
+      run_counted "packaging" tests/packaging/run.sh
+      packaged_build=1
+      ;;
     e2e)
       bash deploy/setup.sh all
+      # After packaging, the lab runs the binaries that went into the
+      # packages (build/deb: Debian's hardening flags) instead of building
+      # the default preset a second time.
+      if [[ -n ${packaged_build:-} && -f build/deb/CMakeCache.txt ]]; then
+        export BLKFLEET_LAB_BUILD=$root/build/deb
+      fi
       run_counted "e2e" tests/e2e/run
       ;;
     bench)

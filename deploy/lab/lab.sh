@@ -54,8 +54,14 @@ build() {
   bf_install_packages
   bash "$root/deploy/setup.sh" build >&2
   bf_resolve_kernel
-  log "building blkfleet (preset default)"
-  cmake --preset default -S "$root" >/dev/null
+  # BLKFLEET_LAB_BUILD may name another configured build tree (tests/run.sh
+  # passes the packaging build's); otherwise the default preset's.
+  if [[ -f $bin/CMakeCache.txt && $bin != "$root/build/default" ]]; then
+    log "building blkfleet in $bin"
+  else
+    log "building blkfleet (preset default)"
+    cmake --preset default -S "$root" >/dev/null
+  fi
   cmake --build "$bin" -j "$(nproc)" --target blkfleet-agent blkfleet-server blkfleet >&2
   WORK=$lab/build
   mkdir -p "$WORK"
