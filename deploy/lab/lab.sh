@@ -228,8 +228,15 @@ alive() {
   [[ -n $st && $st != Z* ]]
 }
 
+# wait_gone PID TENTHS: waits up to TENTHS x 0.1 s for PID to be gone.
+wait_gone() {
+  local i
+  for ((i = 0; i < $2; i++)); do alive "$1" || return 0; sleep 0.1; done
+  ! alive "$1"
+}
+
 cmd_stop() {
-  local keep=0 f pid pids=() left=() i
+  local keep=0 f pid pids=() left=() i err
   [[ ${1:-} == --keep ]] && keep=1
   [[ -d $lab ]] || return 0
   # Read every pid first: QEMU unlinks its own pidfile as it exits, so a
@@ -240,13 +247,10 @@ cmd_stop() {
   done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
-    for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then
-      log "pid $pid did not stop on SIGTERM in 5 s: SIGKILL"
-      kill -9 "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
-      alive "$pid" && left+=("$pid")
-    fi
+    wait_gone "$pid" 50 && continue
+    log "pid $pid did not stop on SIGTERM in 5 s: SIGKILL"
+    kill -9 "$pid" 2>/dev/null || true
+    wait_gone "$pid" 50 || left+=("$pid")
   done
   rm -f -- "$lab"/*/qemu.pid "$lab/server/pid" "$lab/lab.env"
   ((${#left[@]} == 0)) || die "still running after SIGKILL: ${left[*]} (kept $lab)"
@@ -254,10 +258,10 @@ cmd_stop() {
   # A process that has just died may still be closing files in the lab: try
   # the removal again before giving up.
   for ((i = 0; i < 5; i++)); do
-    rm -rf -- "$lab" 2>/dev/null && break
+    err=$(rm -rf -- "$lab" 2>&1) && break
     sleep 0.5
   done
-  [[ ! -e $lab ]] || die "could not remove $lab: $(rm -rf -- "$lab" 2>&1 | head -n 3)"
+  [[ ! -e $lab ]] || die "could not remove $lab: $(head -n 3 <<<"$err")"
   log "stopped"
 }
 
@@ -267,8 +271,7 @@ cmd_reboot() {
   lab_exec "$h" 'sync; umount /data; umount /ds' >/dev/null || true
   pid=$(cat "$lab/$h/qemu.pid")
   kill "$pid"
-  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  wait_gone "$pid" 100 || kill -9 "$pid" 2>/dev/null || true
   boot "$h"
   wait_ready "$h"
 }
