@@ -16,6 +16,12 @@ build_pkgs=(
 kmod_pkgs=(
   build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils
   linux-image-amd64 linux-headers-amd64 linux-source-6.1
+  # the kernel matrix: Debian 12's 6.12 (stock, rt, cloud) beside 6.1; pahole
+  # for modules of kernels with BTF (6.12)
+  linux-image-6.12-amd64 linux-headers-6.12-amd64
+  linux-image-6.12-rt-amd64 linux-headers-6.12-rt-amd64
+  linux-image-6.12-cloud-amd64 linux-headers-6.12-cloud-amd64
+  linux-source-6.12 pahole dmsetup
   qemu-system-x86 busybox-static fio e2fsprogs python3
 )
 

@@ -10,6 +10,7 @@
 #include "diff_area.h"
 #include "diff_buffer.h"
 #include "diff_storage.h"
+#include "intercept.h"
 
 /* Bios for our own reads of the origin: a mempool keeps them coming. */
 static struct bio_set chunk_bioset;
@@ -89,7 +90,7 @@ void blksnap_io_submit(struct blksnap_io *io, struct block_device *bdev,
 		}
 		sector += bio_sectors(bio);
 		atomic_inc(&io->pending);
-		submit_bio(bio);
+		blksnap_submit_bio(bio);
 	}
 }
 

@@ -398,11 +398,10 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 	area = kzalloc(sizeof(*area), GFP_KERNEL);
 	if (!area)
 		return ERR_PTR(-ENOMEM);
-	area->orig_bdev = blkdev_get_by_dev(tracker->dev, FMODE_READ, NULL);
-	if (IS_ERR(area->orig_bdev)) {
-		ret = PTR_ERR(area->orig_bdev);
+	ret = blksnap_bdev_open_read(tracker->dev, &area->orig);
+	if (ret)
 		goto out_free;
-	}
+	area->orig_bdev = area->orig.bdev;
 	area->capacity = bdev_nr_sectors(area->orig_bdev);
 	if (!area->capacity) {
 		ret = -EINVAL;
@@ -435,7 +434,7 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 	return area;
 
 out_put_bdev:
-	blkdev_put(area->orig_bdev, FMODE_READ);
+	blksnap_bdev_close(&area->orig);
 out_free:
 	kfree(area);
 	return ERR_PTR(ret);
@@ -456,6 +455,6 @@ void diff_area_free(struct diff_area *area)
 	xa_destroy(&area->chunks);
 	diff_buffer_pool_done(&area->pool);
 	tracker_put(area->tracker);
-	blkdev_put(area->orig_bdev, FMODE_READ);
+	blksnap_bdev_close(&area->orig);
 	kfree(area);
 }

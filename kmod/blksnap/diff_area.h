@@ -7,6 +7,7 @@
 #include <linux/rwsem.h>
 #include <linux/workqueue.h>
 #include <linux/xarray.h>
+#include "compat.h"
 #include "diff_buffer.h"
 
 struct diff_area;
@@ -29,7 +30,8 @@ struct cow_worker {
  * struct diff_area - copy-on-write state of one device in a taken snapshot
  * @snapshot:	the owner, which outlives the area
  * @tracker:	the device's tracker (a reference is held)
- * @orig_bdev:	the original device, opened for reading for the area's life
+ * @orig:	the original device, opened for reading for the area's life
+ * @orig_bdev:	@orig's block device
  * @dev:	its device number
  * @storage:	the snapshot's difference storage
  * @capacity:	device size in sectors at the take
@@ -53,6 +55,7 @@ struct cow_worker {
 struct diff_area {
 	struct snapshot *snapshot;
 	struct tracker *tracker;
+	struct blksnap_bdev_ref orig;
 	struct block_device *orig_bdev;
 	dev_t dev;
 	struct diff_storage *storage;

@@ -62,4 +62,21 @@ void blksnap_intercept_exit(struct blkfilter_operations *ops);
 /* Submit a bio to a filtered device without passing it to the filter. */
 void blksnap_submit_bio_bypass(struct bio *bio);
 
+/* submit_bio() for the module's own bios: they pass the filter. */
+#ifdef BLKSNAP_NATIVE_FILTER
+static inline void blksnap_submit_bio(struct bio *bio)
+{
+	submit_bio(bio);
+}
+#else
+void blksnap_submit_bio(struct bio *bio);
+#endif
+
+/* How bios reach the filter: "native" or "ftrace". */
+#ifdef BLKSNAP_NATIVE_FILTER
+#define BLKSNAP_INTERCEPT_MODE "native"
+#else
+#define BLKSNAP_INTERCEPT_MODE "ftrace"
+#endif
+
 #endif /* __BLKSNAP_INTERCEPT_H */

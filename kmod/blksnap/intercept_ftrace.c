@@ -13,20 +13,28 @@
  *
  * The ftrace callback only decides whether to redirect (an xarray lookup
  * under RCU); everything else runs in the replacement function, which may
- * sleep. A replacement that needs the original function calls it just past
- * its ftrace call site, so the call is not intercepted again: calling the
- * entry instead would recurse, and a compiler-generated tail jump would
- * defeat ftrace's recursion guard.
+ * sleep. Calls made from this module's own code are never redirected: a
+ * replacement calls the original function by its exported symbol, at its
+ * entry, and the callback lets that call through because it returns into
+ * this module. Every bio the module submits itself has passed the filter
+ * already (blksnap_submit_bio()), is a read (which the filter lets pass),
+ * or is meant to bypass it (blksnap_submit_bio_bypass()); del_gendisk() is
+ * called here only for snapshot images, to which no filter attaches.
+ * This file is built with -fno-optimize-sibling-calls (Kbuild): a tail jump
+ * into an original would return into our caller's caller, which may not be
+ * this module, and the call would recurse into the replacement.
  *
- * Symbols are resolved with kallsyms_lookup_name(), itself found with a
- * kprobe (it is not exported).
+ * Control enters the kernel only at function entries, by direct calls: no
+ * address is computed, looked up or offset, so kernels with indirect branch
+ * tracking (IBT, 6.12) have nothing to object to. Functions are hooked by
+ * name (ftrace_set_filter()), so blkdev_ioctl(), which is not exported,
+ * needs no address at all.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/blkdev.h>
 #include <linux/capability.h>
 #include <linux/ftrace.h>
-#include <linux/kprobes.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/rcupdate.h>
@@ -36,19 +44,19 @@
 #include <linux/wait_bit.h>
 #include <linux/xarray.h>
 #include "../include/uapi/linux/blk-filter.h"
+#include "compat.h"
 #include "intercept.h"
-
-#define X86_ENDBR64	0xfa1e0ff3U	/* f3 0f 1e fa, little endian */
+#include "snapimage.h"
 
 /* A filter attached to one block device. */
 struct attached_filter {
 	struct blkfilter *flt;
 	/*
-	 * Our own open reference (FMODE_READ): keeps a partition from being
+	 * Our own open reference (read-only): keeps a partition from being
 	 * deleted under the filter, as the patched kernel detaches on
 	 * partition removal and we can only hook disk removal.
 	 */
-	struct block_device *bdev;
+	struct blksnap_bdev_ref ref;
 };
 
 /*
@@ -82,9 +90,8 @@ struct hook {
 	void *replacement;
 	/* Decide in the ftrace callback (atomic) whether to redirect. */
 	bool (*wanted)(struct pt_regs *regs);
-	/* Address just past the ftrace call site of the original. */
-	unsigned long orig;
-	unsigned long site;
+	/* The original, if the module calls it (logged for the IBT check). */
+	void *orig;
 	struct ftrace_ops ops;
 };
 
@@ -103,6 +110,7 @@ static struct hook hooks[HOOK_COUNT] = {
 		.name = "submit_bio_noacct",
 		.replacement = blksnap_submit_bio_noacct,
 		.wanted = want_submit,
+		.orig = submit_bio_noacct,
 	},
 	[HOOK_IOCTL] = {
 		.name = "blkdev_ioctl",
@@ -113,22 +121,9 @@ static struct hook hooks[HOOK_COUNT] = {
 		.name = "del_gendisk",
 		.replacement = blksnap_del_gendisk,
 		.wanted = want_del_gendisk,
+		.orig = del_gendisk,
 	},
 };
-
-static void orig_submit_bio_noacct(struct bio *bio)
-{
-	void (*fn)(struct bio *bio) = (void *)hooks[HOOK_SUBMIT].orig;
-
-	fn(bio);
-}
-
-static void orig_del_gendisk(struct gendisk *disk)
-{
-	void (*fn)(struct gendisk *disk) = (void *)hooks[HOOK_DEL_GENDISK].orig;
-
-	fn(disk);
-}
 
 static bool want_submit(struct pt_regs *regs)
 {
@@ -162,6 +157,9 @@ static void notrace hook_callback(unsigned long ip, unsigned long parent_ip,
 	struct hook *hook = container_of(ops, struct hook, ops);
 	struct pt_regs *regs = ftrace_get_regs(fregs);
 
+	/* The module's own calls, the replacements' among them, go through. */
+	if (within_module(parent_ip, THIS_MODULE))
+		return;
 	if (regs && hook->wanted(regs))
 		regs->ip = (unsigned long)hook->replacement;
 }
@@ -173,38 +171,51 @@ struct blkfilter *blksnap_bio_filter(struct bio *bio)
 	return af ? af->flt : NULL;
 }
 
-static void blksnap_submit_bio_noacct(struct bio *bio)
+/* Pass @bio to its device's filter, if any; true if the filter took it. */
+static bool filter_bio(struct bio *bio)
 {
 	struct attached_filter *af;
 	bool taken = false;
 	int idx;
 
-	hook_enter();
 	idx = srcu_read_lock(&filters_srcu);
 	af = xa_load(&filters, bio->bi_bdev->bd_dev);
 	if (af)
 		taken = af->flt->ops->submit_bio(bio);
 	srcu_read_unlock(&filters_srcu, idx);
-	if (!taken)
-		orig_submit_bio_noacct(bio);
+	return taken;
+}
+
+static void blksnap_submit_bio_noacct(struct bio *bio)
+{
+	hook_enter();
+	if (!filter_bio(bio))
+		submit_bio_noacct(bio);
 	hook_leave();
+}
+
+void blksnap_submit_bio(struct bio *bio)
+{
+	/* submit_bio() is called from here: it is not filtered again. */
+	if (!filter_bio(bio))
+		submit_bio(bio);
 }
 
 void blksnap_submit_bio_bypass(struct bio *bio)
 {
-	orig_submit_bio_noacct(bio);
+	submit_bio_noacct(bio);
 }
 
 /* Called with filters_lock held. */
 static void detach_locked(struct attached_filter *af)
 {
-	dev_t dev = af->bdev->bd_dev;
+	dev_t dev = af->ref.bdev->bd_dev;
 
 	xa_erase(&filters, dev);
 	/* No bio is inside the filter any more, nor will enter it. */
 	synchronize_srcu(&filters_srcu);
 	af->flt->ops->detach(af->flt);
-	blkdev_put(af->bdev, FMODE_READ);
+	blksnap_bdev_close(&af->ref);
 	module_put(filter_ops->owner);
 	/* ftrace callbacks read the entry under plain RCU. */
 	synchronize_rcu();
@@ -242,6 +253,13 @@ static int filter_attach(struct block_device *bdev,
 	ret = filter_arg_get(&arg, uarg, sizeof(arg));
 	if (ret)
 		return ret;
+	/*
+	 * The module deletes its images itself, with a del_gendisk() that is
+	 * not intercepted (see the top of this file), so it could not detach
+	 * a filter from one.
+	 */
+	if (snapimage_is_image(bdev))
+		return -EINVAL;
 
 	af = kzalloc(sizeof(*af), GFP_KERNEL);
 	if (!af)
@@ -256,12 +274,10 @@ static int filter_attach(struct block_device *bdev,
 		ret = -ENODEV;
 		goto out_unlock;
 	}
-	af->bdev = blkdev_get_by_dev(bdev->bd_dev, FMODE_READ, NULL);
-	if (IS_ERR(af->bdev)) {
-		ret = PTR_ERR(af->bdev);
+	ret = blksnap_bdev_open_read(bdev->bd_dev, &af->ref);
+	if (ret)
 		goto out_put_module;
-	}
-	flt = filter_ops->attach(af->bdev);
+	flt = filter_ops->attach(af->ref.bdev);
 	if (IS_ERR(flt)) {
 		ret = PTR_ERR(flt);
 		goto out_put_bdev;
@@ -276,7 +292,7 @@ static int filter_attach(struct block_device *bdev,
 out_detach:
 	filter_ops->detach(flt);
 out_put_bdev:
-	blkdev_put(af->bdev, FMODE_READ);
+	blksnap_bdev_close(&af->ref);
 out_put_module:
 	module_put(filter_ops->owner);
 out_unlock:
@@ -361,73 +377,27 @@ static void blksnap_del_gendisk(struct gendisk *disk)
 	hook_enter();
 	mutex_lock(&filters_lock);
 	xa_for_each(&filters, dev, af) {
-		if (af->bdev->bd_disk == disk)
+		if (af->ref.bdev->bd_disk == disk)
 			detach_locked(af);
 	}
 	mutex_unlock(&filters_lock);
-	orig_del_gendisk(disk);
+	del_gendisk(disk);
 	hook_leave();
-}
-
-typedef unsigned long (*kallsyms_lookup_name_t)(const char *name);
-
-/*
- * kallsyms_lookup_name() is not exported: find it with a kprobe, once.
- * The probe sits on a function that the I/O path never calls: a probe on
- * a hot function would be hit by other CPUs while it is torn down.
- */
-static kallsyms_lookup_name_t find_kallsyms_lookup_name(void)
-{
-	static struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
-	unsigned long addr;
-
-	if (register_kprobe(&kp) < 0)
-		return NULL;
-	addr = (unsigned long)kp.addr;
-	unregister_kprobe(&kp);
-	return (kallsyms_lookup_name_t)addr;
-}
-
-static unsigned long lookup_symbol(const char *name)
-{
-	static kallsyms_lookup_name_t lookup;
-
-	if (!lookup)
-		lookup = find_kallsyms_lookup_name();
-	return lookup ? lookup(name) : 0;
 }
 
 static int hook_install(struct hook *hook)
 {
-	unsigned long addr = lookup_symbol(hook->name);
-	u8 insn[5];
-	u32 endbr;
+	char name[32];
 	int ret;
 
-	if (!addr) {
-		pr_err("cannot resolve %s\n", hook->name);
-		return -ENOENT;
-	}
-	/* With IBT the ftrace call site follows an endbr64. */
-	if (!copy_from_kernel_nofault(&endbr, (void *)addr, sizeof(endbr)) &&
-	    endbr == X86_ENDBR64)
-		addr += sizeof(endbr);
-	/* The site holds the 5-byte call to __fentry__ or its nop. */
-	if (copy_from_kernel_nofault(insn, (void *)addr, sizeof(insn)) ||
-	    (insn[0] != 0xe8 && !(insn[0] == 0x0f && insn[1] == 0x1f))) {
-		pr_err("%s has no ftrace call site at %pS\n", hook->name,
-		       (void *)addr);
-		return -EINVAL;
-	}
-	BUILD_BUG_ON(sizeof(insn) != MCOUNT_INSN_SIZE);
-	hook->site = addr;
-	hook->orig = addr + MCOUNT_INSN_SIZE;
+	/* ftrace_set_filter() may edit the pattern it parses. */
+	strscpy(name, hook->name, sizeof(name));
 	hook->ops.func = hook_callback;
 	hook->ops.flags = FTRACE_OPS_FL_SAVE_REGS | FTRACE_OPS_FL_IPMODIFY;
-
-	ret = ftrace_set_filter_ip(&hook->ops, addr, 0, 0);
+	ret = ftrace_set_filter(&hook->ops, name, strlen(name), 0);
 	if (ret) {
-		pr_err("ftrace_set_filter_ip(%s) failed: %d\n", hook->name, ret);
+		pr_err("%s cannot be traced (not in available_filter_functions?): %d\n",
+		       hook->name, ret);
 		return ret;
 	}
 	ret = register_ftrace_function(&hook->ops);
@@ -435,8 +405,18 @@ static int hook_install(struct hook *hook)
 		pr_err("register_ftrace_function(%s) failed: %d\n",
 		       hook->name, ret);
 		ftrace_free_filter(&hook->ops);
+		return ret;
 	}
-	return ret;
+	/*
+	 * The in-VM suite checks these lines: every kernel function the
+	 * module calls must be entered at offset 0 (an IBT kernel faults on
+	 * an indirect branch anywhere else).
+	 */
+	if (hook->orig)
+		pr_info("hooked %s, calls %pS\n", hook->name, hook->orig);
+	else
+		pr_info("hooked %s, calls nothing of it\n", hook->name);
+	return 0;
 }
 
 static void hook_remove(struct hook *hook)

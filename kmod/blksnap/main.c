@@ -12,6 +12,7 @@
 #include "../include/uapi/linux/blksnap.h"
 #include "chunk.h"
 #include "diff_area.h"
+#include "intercept.h"
 #include "params.h"
 #include "snapimage.h"
 #include "snapshot.h"
@@ -55,6 +56,28 @@ module_param(free_diff_buffer_pool_size, uint, 0444);
 MODULE_PARM_DESC(free_diff_buffer_pool_size,
 		 "chunk buffers kept for reuse per device (default 128)");
 module_param(diff_storage_minimum, uint, 0444);
+
+/*
+ * /sys/module/blksnap/parameters/intercept tells user space how bios reach
+ * the filter: "native" (the kernel's filter API) or "ftrace" (stock
+ * kernel). It is decided at build time and cannot be set.
+ */
+static int intercept_set(const char *val, const struct kernel_param *kp)
+{
+	return -EPERM;
+}
+
+static int intercept_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", BLKSNAP_INTERCEPT_MODE);
+}
+
+static const struct kernel_param_ops intercept_ops = {
+	.set = intercept_set,
+	.get = intercept_get,
+};
+module_param_cb(intercept, &intercept_ops, NULL, 0444);
+MODULE_PARM_DESC(intercept, "how bios reach the filter: native or ftrace (read-only)");
 MODULE_PARM_DESC(diff_storage_minimum,
 		 "difference storage growth step in sectors (default 2097152)");
 

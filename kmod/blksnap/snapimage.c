@@ -17,6 +17,7 @@
 #include <linux/module.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include "compat.h"
 #include "diff_area.h"
 #include "snapimage.h"
 
@@ -299,6 +300,7 @@ static const struct block_device_operations snapimage_fops = {
 
 struct snapimage *snapimage_create(struct diff_area *area)
 {
+	struct blksnap_disk_limits limits;
 	struct snapimage *image;
 	struct gendisk *disk;
 	int i, minor, ret;
@@ -320,9 +322,19 @@ struct snapimage *snapimage_create(struct diff_area *area)
 		ret = minor;
 		goto out_free;
 	}
-	disk = blk_alloc_disk(NUMA_NO_NODE);
-	if (!disk) {
-		ret = -ENOMEM;
+	/*
+	 * Bios are served whole, a read across chunks in one go: let them be
+	 * large. An optimal size of one chunk (at most one such bio) gives
+	 * buffered readers a read-ahead window of two.
+	 */
+	limits.logical_block_size = bdev_logical_block_size(area->orig_bdev);
+	limits.physical_block_size = bdev_physical_block_size(area->orig_bdev);
+	limits.max_hw_sectors = IMAGE_MAX_SECTORS;
+	limits.io_opt = min(1U << area->chunk_shift, IMAGE_MAX_SECTORS)
+			<< SECTOR_SHIFT;
+	disk = blksnap_alloc_disk(&limits);
+	if (IS_ERR(disk)) {
+		ret = PTR_ERR(disk);
 		goto out_free_minor;
 	}
 	disk->major = image_major;
@@ -333,19 +345,6 @@ struct snapimage *snapimage_create(struct diff_area *area)
 	disk->flags |= GENHD_FL_NO_PART;
 	snprintf(disk->disk_name, DISK_NAME_LEN, "blksnap-%u-%u",
 		 MAJOR(area->dev), MINOR(area->dev));
-	blk_queue_logical_block_size(disk->queue,
-				     bdev_logical_block_size(area->orig_bdev));
-	blk_queue_physical_block_size(disk->queue,
-				      bdev_physical_block_size(area->orig_bdev));
-	/*
-	 * Bios are served whole, a read across chunks in one go: let them be
-	 * large. An optimal size of one chunk (at most one such bio) gives
-	 * buffered readers a read-ahead window of two.
-	 */
-	blk_queue_max_hw_sectors(disk->queue, IMAGE_MAX_SECTORS);
-	blk_queue_io_opt(disk->queue,
-			 min(1U << area->chunk_shift, IMAGE_MAX_SECTORS)
-			 << SECTOR_SHIFT);
 	set_capacity(disk, area->capacity);
 	image->disk = disk;
 
@@ -389,6 +388,11 @@ void snapimage_free(struct snapimage *image)
 		flush_work(&image->workers[i].work);
 	image->area = NULL;
 	put_disk(image->disk);
+}
+
+bool snapimage_is_image(struct block_device *bdev)
+{
+	return bdev->bd_disk->major == image_major;
 }
 
 const char *snapimage_name(struct snapimage *image)

@@ -9,6 +9,7 @@
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include "cbt_map.h"
+#include "compat.h"
 #include "diff_area.h"
 #include "diff_storage.h"
 #include "event_queue.h"
@@ -244,7 +245,7 @@ int snapshot_take(const uuid_t *id)
 
 	/* File systems on the devices flush and stop writing. */
 	list_for_each_entry(member, &snapshot->members, link) {
-		ret = freeze_bdev(member->tracker->bdev);
+		ret = blksnap_bdev_freeze(member->tracker->bdev);
 		if (ret) {
 			pr_err("cannot freeze %pg: %d\n", member->tracker->bdev,
 			       ret);
@@ -261,7 +262,7 @@ int snapshot_take(const uuid_t *id)
 	list_for_each_entry(member, &snapshot->members, link) {
 		if (member == failed)
 			break;
-		thaw_bdev(member->tracker->bdev);
+		blksnap_bdev_thaw(member->tracker->bdev);
 	}
 	if (ret)
 		goto out_free_areas;

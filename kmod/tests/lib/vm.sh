@@ -3,6 +3,12 @@
 # module and test program builds, the busybox initramfs, the QEMU boot and
 # the scan of the console log.  Sourced, never executed.
 #
+# Kernels by name (bf_select_kernel, the --kernel option of run, bench and
+# tests/conformance/vm/run): 6.1, 6.12, 6.12-rt, 6.12-cloud are Debian 12's
+# packaged kernels (installed with apt-get when missing); 6.1-patched and
+# 6.12-patched are built from Debian's linux-source with kmod/patches by
+# build-kernel.
+#
 # Environment (all optional):
 #   KERNEL     kernel image to boot   (default: newest /boot/vmlinuz-6.1.0-*-amd64)
 #   KVER       its release string     (default: $KDIR/include/config/kernel.release,
@@ -17,7 +23,8 @@
 BF_TESTS_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 BF_REPO=$(cd -- "$BF_TESTS_DIR/../.." && pwd)
 BF_PACKAGES=(linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static
-	fio e2fsprogs cpio kmod gcc make libc6-dev dmsetup)
+	fio e2fsprogs cpio kmod gcc make libc6-dev dmsetup xz-utils binutils)
+BF_KERNEL_NAMES="6.1 6.12 6.12-rt 6.12-cloud 6.1-patched 6.12-patched"
 
 bf_log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 bf_die() { bf_log "error: $*"; exit 2; }
@@ -34,16 +41,44 @@ bf_install_packages() {
 		"${missing[@]}" >&2
 }
 
-# Points KERNEL and KDIR at the kernel with the block-filter patches,
-# built (or taken from its cache) by kmod/tests/build-kernel.
+# Points KERNEL and KDIR at the kernel with the block-filter patches
+# (series 6.1 by default, or 6.12), built (or taken from its cache) by
+# kmod/tests/build-kernel.
 bf_use_patched_kernel() {
-	local paths
+	local series=${1:-6.1} paths args=()
 	[[ -x $BF_TESTS_DIR/build-kernel ]] || bf_die "kmod/tests/build-kernel is missing"
-	paths=$("$BF_TESTS_DIR/build-kernel") || bf_die "building the patched kernel failed"
+	[[ $series == 6.1 ]] || args=(--series "$series")
+	BF_KERNEL_NAME=$series-patched
+	paths=$("$BF_TESTS_DIR/build-kernel" "${args[@]}") ||
+		bf_die "building the patched $series kernel failed"
 	KERNEL=$(sed -n 's/^BZIMAGE=//p' <<<"$paths")
 	KDIR=$(sed -n 's/^BUILD_DIR=//p' <<<"$paths")
 	[[ -n $KERNEL && -n $KDIR ]] || bf_die "build-kernel printed no BZIMAGE/BUILD_DIR"
 	export KERNEL KDIR
+}
+
+# bf_select_kernel <name>: one of $BF_KERNEL_NAMES; sets KERNEL (and KDIR
+# for the patched ones), installing Debian's packages for the packaged ones.
+bf_select_kernel() {
+	local name=$1 flavour pkgs=()
+	case $name in
+	6.1) flavour='6.1.0-*-amd64' pkgs=(linux-image-amd64 linux-headers-amd64) ;;
+	6.12) flavour='6.12.*+deb12-amd64'
+		pkgs=(linux-image-6.12-amd64 linux-headers-6.12-amd64 pahole) ;;
+	6.12-rt) flavour='6.12.*+deb12-rt-amd64'
+		pkgs=(linux-image-6.12-rt-amd64 linux-headers-6.12-rt-amd64 pahole) ;;
+	6.12-cloud) flavour='6.12.*+deb12-cloud-amd64'
+		pkgs=(linux-image-6.12-cloud-amd64 linux-headers-6.12-cloud-amd64 pahole) ;;
+	6.1-patched) bf_use_patched_kernel 6.1; return ;;
+	6.12-patched) bf_use_patched_kernel 6.12; return ;;
+	*) bf_die "unknown kernel '$name' (one of: $BF_KERNEL_NAMES)" ;;
+	esac
+	BF_PACKAGES+=("${pkgs[@]}")
+	bf_install_packages
+	KERNEL=$(find /boot -maxdepth 1 -name "vmlinuz-$flavour" | sort -V | tail -n 1)
+	[[ -n $KERNEL ]] || bf_die "no /boot/vmlinuz-$flavour after installing ${pkgs[*]}"
+	BF_KERNEL_NAME=$name
+	export KERNEL
 }
 
 # Sets KERNEL, KVER, KDIR, KMODROOT.
@@ -94,8 +129,28 @@ bf_build_module() {
 		cat "$WORK/module-build.log" >&2
 		bf_die "module build failed"
 	fi
+	# Warning-free on every kernel: compiler, modpost and objtool (whose
+	# IBT checks on 6.12 flag code that an IBT CPU would fault on).
+	if grep -qiE 'warning|error' "$WORK/module-build.log"; then
+		cat "$WORK/module-build.log" >&2
+		bf_die "module build against $KDIR printed warnings"
+	fi
 	BF_MODULE=$(find "$src/kmod/blksnap" -name 'blksnap.ko' | head -n 1)
 	[[ -n $BF_MODULE ]] || bf_die "build produced no blksnap.ko"
+	bf_check_module_symbols "$BF_MODULE"
+}
+
+# The module must not find kernel addresses for itself (kprobes,
+# kallsyms): an address it computes is where an IBT kernel faults. It may
+# only call what it links against.
+bf_check_module_symbols() {
+	local bad
+	bad=$(nm -u -- "$1" | awk '{ print $2 }' |
+		grep -E '^(register_kprobe|unregister_kprobe|kallsyms_lookup_name|kallsyms_on_each_symbol)$' || true)
+	[[ -z $bad ]] || bf_die "blksnap.ko resolves kernel addresses itself: $(echo $bad)"
+	BF_INTERCEPT=ftrace
+	nm -u -- "$1" | grep -qw blkfilter_register && BF_INTERCEPT=native
+	export BF_INTERCEPT
 }
 
 # Builds every C program in kmod/tests/cases/ statically with the shared
@@ -133,7 +188,20 @@ bf_copy_kernel_modules() {
 	for m in "$@"; do
 		while read -r ko; do
 			dst=$root${ko#"${KMODROOT%/}"}
-			[[ -e $dst ]] || install -D -m 0644 "$ko" "$dst"
+			# busybox modprobe loads plain .ko files only (6.12's are .ko.xz)
+			case $ko in
+			*.ko.xz) dst=${dst%.xz} ;;
+			*.ko.zst) dst=${dst%.zst} ;;
+			*.ko.gz) dst=${dst%.gz} ;;
+			esac
+			[[ -e $dst ]] && continue
+			mkdir -p -- "$(dirname -- "$dst")"
+			case $ko in
+			*.ko.xz) xz -dc -- "$ko" >"$dst" ;;
+			*.ko.zst) zstd -qdc -- "$ko" >"$dst" ;;
+			*.ko.gz) gzip -dc -- "$ko" >"$dst" ;;
+			*) install -m 0644 "$ko" "$dst" ;;
+			esac
 		done < <(modprobe -S "$KVER" -d "$KMODROOT" --show-depends "$m" 2>/dev/null |
 			awk '$1 == "insmod" { print $2 }')
 	done
@@ -171,7 +239,7 @@ bf_prepare() {
 	bf_install_packages
 	bf_resolve_kernel
 	bf_setup_work "$1"
-	bf_log "kernel $KERNEL ($KVER), work dir $WORK"
+	bf_log "kernel ${BF_KERNEL_NAME:-custom}: $KERNEL ($KVER), work dir $WORK"
 	bf_build_module
 	bf_build_programs
 	bf_build_initramfs
@@ -195,9 +263,9 @@ bf_make_disks() {
 # serial port, which lands in <results>.
 bf_boot() {
 	local log=$1 results=$2 secs=$3 args=$4 rc=0
-	timeout -k 10 "$secs" qemu-system-x86_64 -accel tcg,thread=multi -m 1024 -smp 2 \
+	timeout -k 10 "$secs" qemu-system-x86_64 -accel "${BF_QEMU_ACCEL:-tcg,thread=multi}" -m 1024 -smp 2 \
 		-nographic -no-reboot -kernel "$KERNEL" -initrd "$WORK/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 oops=panic no_timer_check rdinit=/init $args" \
+		-append "console=ttyS0 panic=-1 oops=panic no_timer_check rdinit=/init bf.intercept=${BF_INTERCEPT:-none} $args" \
 		-serial mon:stdio -serial "file:$results" "${BF_DISK_ARGS[@]}" \
 		</dev/null >>"$log" 2>&1 || rc=$?
 	return "$rc"
