@@ -45,11 +45,11 @@ bf_install_packages() {
 # (series 6.1 by default, or 6.12), built (or taken from its cache) by
 # kmod/tests/build-kernel.
 bf_use_patched_kernel() {
-	local series=${1:-6.1} paths args=()
+	local series=${1:-6.1} paths bk_args=()
 	[[ -x $BF_TESTS_DIR/build-kernel ]] || bf_die "kmod/tests/build-kernel is missing"
-	[[ $series == 6.1 ]] || args=(--series "$series")
+	[[ $series == 6.1 ]] || bk_args=(--series "$series")
 	BF_KERNEL_NAME=$series-patched
-	paths=$("$BF_TESTS_DIR/build-kernel" "${args[@]}") ||
+	paths=$("$BF_TESTS_DIR/build-kernel" "${bk_args[@]}") ||
 		bf_die "building the patched $series kernel failed"
 	KERNEL=$(sed -n 's/^BZIMAGE=//p' <<<"$paths")
 	KDIR=$(sed -n 's/^BUILD_DIR=//p' <<<"$paths")
@@ -147,7 +147,7 @@ bf_check_module_symbols() {
 	local bad
 	bad=$(nm -u -- "$1" | awk '{ print $2 }' |
 		grep -E '^(register_kprobe|unregister_kprobe|kallsyms_lookup_name|kallsyms_on_each_symbol)$' || true)
-	[[ -z $bad ]] || bf_die "blksnap.ko resolves kernel addresses itself: $(echo $bad)"
+	[[ -z $bad ]] || bf_die "blksnap.ko resolves kernel addresses itself: ${bad//$'\n'/ }"
 	BF_INTERCEPT=ftrace
 	nm -u -- "$1" | grep -qw blkfilter_register && BF_INTERCEPT=native
 	export BF_INTERCEPT
