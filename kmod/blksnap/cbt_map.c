@@ -83,6 +83,7 @@ void cbt_map_switch(struct cbt_map *map)
 	memcpy(map->frozen, map->active, map->blk_count);
 	map->number_previous = map->number_active;
 	map->number_active++;
+	map->switches++;
 	spin_unlock_irqrestore(&map->lock, flags);
 }
 
@@ -116,14 +117,39 @@ static u8 active_number(const struct cbt_map *map)
 	return min_t(unsigned int, map->number_active, CBT_NUMBER_MAX);
 }
 
-void cbt_map_mark(struct cbt_map *map, sector_t sector, sector_t count)
+/* Mark a write; returns the number of takes so far, for cbt_map_remark(). */
+unsigned long cbt_map_mark(struct cbt_map *map, sector_t sector,
+			   sector_t count)
+{
+	unsigned long first, last, flags, switches;
+	bool in_range = block_range(map, sector, count, &first, &last);
+
+	spin_lock_irqsave(&map->lock, flags);
+	if (in_range)
+		mark_range(map->active, first, last, active_number(map));
+	switches = map->switches;
+	spin_unlock_irqrestore(&map->lock, flags);
+	return switches;
+}
+
+/*
+ * At the end of a write marked when the map had seen @seen takes: if a take
+ * came in between, the write was in flight across it, and whether that
+ * take's image holds it is a race; mark it again, with the new number, so
+ * that the next increment holds it for sure. A write that ended before the
+ * take is on the device when the take copies or reads it. May be called
+ * from interrupt context.
+ */
+void cbt_map_remark(struct cbt_map *map, sector_t sector, sector_t count,
+		    unsigned long seen)
 {
 	unsigned long first, last, flags;
 
 	if (!block_range(map, sector, count, &first, &last))
 		return;
 	spin_lock_irqsave(&map->lock, flags);
-	mark_range(map->active, first, last, active_number(map));
+	if (map->switches != seen)
+		mark_range(map->active, first, last, active_number(map));
 	spin_unlock_irqrestore(&map->lock, flags);
 }
 

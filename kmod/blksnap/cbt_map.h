@@ -19,6 +19,7 @@
  * @number_active:	change number written into @active now
  * @number_previous:	change number of the last take (CBTINFO reports it)
  * @generation_id:	new whenever the numbering restarts
+ * @switches:		takes since the map was made (never wraps in practice)
  *
  * A take copies @active to @frozen and moves the numbering on. Takes are
  * numbered 1..255 within a generation; the take after the one numbered 255
@@ -34,12 +35,16 @@ struct cbt_map {
 	unsigned int number_active;
 	unsigned int number_previous;
 	uuid_t generation_id;
+	unsigned long switches;
 };
 
 struct cbt_map *cbt_map_create(struct block_device *bdev);
 void cbt_map_destroy(struct cbt_map *map);
 void cbt_map_switch(struct cbt_map *map);
-void cbt_map_mark(struct cbt_map *map, sector_t sector, sector_t count);
+unsigned long cbt_map_mark(struct cbt_map *map, sector_t sector,
+			   sector_t count);
+void cbt_map_remark(struct cbt_map *map, sector_t sector, sector_t count,
+		    unsigned long seen);
 void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count);
 int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,
 			unsigned long length, u8 __user *buf);

@@ -254,7 +254,12 @@ int snapshot_take(const uuid_t *id)
 		}
 	}
 	if (!ret) {
-		/* No write passes any filter while the devices switch. */
+		/*
+		 * No write passes any filter while the devices switch. The
+		 * writes still in flight are marked again when they end
+		 * (tracker.c), so the next increment holds them; the images
+		 * are made once they have ended (below).
+		 */
 		percpu_down_write(&tracker_switch_sem);
 		switch_locked(snapshot);
 		percpu_up_write(&tracker_switch_sem);
@@ -266,6 +271,12 @@ int snapshot_take(const uuid_t *id)
 	}
 	if (ret)
 		goto out_free_areas;
+	/*
+	 * Writes marked before the switch may still be landing on chunks
+	 * nobody copied: let them end before anyone can read an image.
+	 */
+	list_for_each_entry(member, &snapshot->members, link)
+		tracker_wait_writes_before_take(member->tracker);
 
 	/*
 	 * Copy-on-write runs from here on. An image that cannot be made

@@ -8,6 +8,7 @@
 
 #include <linux/module.h>
 #include <linux/slab.h>
+#include <linux/wait_bit.h>
 #include <linux/uaccess.h>
 #include "../include/uapi/linux/blksnap.h"
 #include "cbt_map.h"
@@ -16,6 +17,34 @@
 #include "tracker.h"
 
 DEFINE_PERCPU_RWSEM(tracker_switch_sem);
+
+/*
+ * Every write that passes the filter goes on as a clone, so that its end is
+ * seen. A write already past the filter but still in flight at a take
+ * carries the old change number, and without more care it would be in no
+ * later increment, while the take's image would show it or not depending
+ * on whether a copy-on-write read of its chunk came first, and could even
+ * change under a reader when it lands on an uncopied chunk. So:
+ *  - the take, once the devices have switched and writes flow again, waits
+ *    for the writes marked before it to end before it makes the images
+ *    (tracker_wait_writes_before_take()): an image is never seen changing;
+ *  - a write that ends after a take is marked again with the new number
+ *    (cbt_map_remark()), so the next increment holds it whichever way the
+ *    race with the copy went.
+ * The wait is outside tracker_switch_sem: with stacked tracked devices (a
+ * tracked dm device on a tracked disk) a write in flight may have to pass
+ * another filter before it can end.
+ */
+struct tracker_write {
+	struct tracker *tracker;
+	struct bio *orig;
+	sector_t sector;
+	sector_t count;
+	unsigned long seen;	/* the map's takes when it was marked */
+	struct bio clone;	/* last: the bio_set's front padding */
+};
+
+static struct bio_set tracker_bioset;
 
 /* Most ranges one CBTDIRTY command may carry. */
 #define CBTDIRTY_MAX_RANGES	65536
@@ -43,19 +72,53 @@ static inline struct tracker *to_tracker(struct blkfilter *flt)
 	return container_of(flt, struct tracker, filter);
 }
 
+static void wait_epoch(struct tracker *tracker, unsigned long epoch)
+{
+	atomic_t *count = &tracker->writes_in_flight[epoch & 1];
+
+	wait_var_event(count, !atomic_read(count));
+}
+
+/* After a take: the writes marked before it have ended. */
+void tracker_wait_writes_before_take(struct tracker *tracker)
+{
+	wait_epoch(tracker, READ_ONCE(tracker->cbt_map->switches) - 1);
+}
+
+static void tracker_write_end(struct bio *clone)
+{
+	struct tracker_write *w = container_of(clone, struct tracker_write,
+					       clone);
+	struct tracker *tracker = w->tracker;
+	struct bio *orig = w->orig;
+
+	cbt_map_remark(tracker->cbt_map, w->sector, w->count, w->seen);
+	orig->bi_status = clone->bi_status;
+	bio_put(clone);
+	bio_endio(orig);
+	/*
+	 * The waiter may free the tracker once it reads zero: wake_up_var()
+	 * only hashes the address, it does not touch the tracker.
+	 */
+	if (atomic_dec_and_test(&tracker->writes_in_flight[w->seen & 1]))
+		wake_up_var(&tracker->writes_in_flight[w->seen & 1]);
+}
+
 static bool tracker_submit_bio(struct bio *bio)
 {
 	struct blkfilter *flt = blksnap_bio_filter(bio);
+	bool nowait = bio->bi_opf & REQ_NOWAIT;
+	struct tracker_write *w;
 	struct tracker *tracker;
 	struct diff_area *area;
-	bool taken = false;
+	struct bio *clone;
 
 	/* No filter: a detach has begun, let the bio pass. */
 	if (!flt || !op_is_write(bio_op(bio)) || !bio_sectors(bio))
 		return false;
 	tracker = to_tracker(flt);
 
-	if (bio->bi_opf & REQ_NOWAIT) {
+	if (nowait) {
 		if (!percpu_down_read_trylock(&tracker_switch_sem)) {
 			bio_wouldblock_error(bio);
 			return true;
@@ -63,13 +126,31 @@ static bool tracker_submit_bio(struct bio *bio)
 	} else {
 		percpu_down_read(&tracker_switch_sem);
 	}
-	cbt_map_mark(tracker->cbt_map, bio->bi_iter.bi_sector,
-		     bio_sectors(bio));
+	/* A mempool-backed set: without REQ_NOWAIT this cannot fail. */
+	clone = bio_alloc_clone(bio->bi_bdev, bio,
+				nowait ? GFP_NOWAIT : GFP_NOIO,
+				&tracker_bioset);
+	if (!clone) {
+		percpu_up_read(&tracker_switch_sem);
+		bio_wouldblock_error(bio);
+		return true;
+	}
+	w = container_of(clone, struct tracker_write, clone);
+	w->tracker = tracker;
+	w->orig = bio;
+	clone->bi_end_io = tracker_write_end;
+	w->sector = bio->bi_iter.bi_sector;
+	w->count = bio_sectors(bio);
+	/* The number of takes cannot move while we hold the switch lock. */
+	w->seen = cbt_map_mark(tracker->cbt_map, w->sector, w->count);
+	atomic_inc(&tracker->writes_in_flight[w->seen & 1]);
 	area = tracker->diff_area;
-	if (area)
-		taken = diff_area_cow(area, bio);
+	if (area && diff_area_cow(area, clone))
+		clone = NULL;	/* held for copy-on-write, or failed */
 	percpu_up_read(&tracker_switch_sem);
-	return taken;
+	if (clone)
+		blksnap_submit_bio_bypass(clone);
+	return true;
 }
 
 static struct blkfilter_operations tracker_ops;
@@ -90,6 +171,8 @@ static struct blkfilter *tracker_attach(struct block_device *bdev)
 	}
 	kref_init(&tracker->kref);
 	tracker->filter.ops = &tracker_ops;
+	atomic_set(&tracker->writes_in_flight[0], 0);
+	atomic_set(&tracker->writes_in_flight[1], 0);
 	tracker->dev = bdev->bd_dev;
 	tracker->bdev = bdev;
 	pr_info("attached to %pg (%u:%u), CBT block %u bytes x %lu\n", bdev,
@@ -104,6 +187,9 @@ static void tracker_detach(struct blkfilter *flt)
 	struct tracker *tracker = to_tracker(flt);
 
 	snapshot_tracker_detached(tracker);
+	/* No write enters any more; the last ones end before the put. */
+	wait_epoch(tracker, 0);
+	wait_epoch(tracker, 1);
 	pr_info("detached from %u:%u\n", MAJOR(tracker->dev),
 		MINOR(tracker->dev));
 	tracker_put(tracker);
@@ -248,10 +334,23 @@ static struct blkfilter_operations tracker_ops = {
 
 int tracker_init(void)
 {
-	return blksnap_intercept_init(&tracker_ops);
+	int ret;
+
+	/* The rescuer: a clone may be allocated inside another submission. */
+	ret = bioset_init(&tracker_bioset, BIO_POOL_SIZE,
+			  offsetof(struct tracker_write, clone),
+			  BIOSET_NEED_RESCUER);
+	if (ret)
+		return ret;
+	ret = blksnap_intercept_init(&tracker_ops);
+	if (ret)
+		bioset_exit(&tracker_bioset);
+	return ret;
 }
 
 void tracker_done(void)
 {
 	blksnap_intercept_exit(&tracker_ops);
+	/* Every filter is detached: no clone is left. */
+	bioset_exit(&tracker_bioset);
 }

@@ -23,6 +23,10 @@ struct snapshot;
  * @diff_area:	copy-on-write state while a snapshot is taken; written with
  *		tracker_switch_sem held for writing, read in the bio path
  *		with it held for reading
+ * @writes_in_flight: writes that passed the filter (marked in the CBT map)
+ *		and have not ended, by the parity of the number of takes the
+ *		map had seen when they were marked: a take waits for the
+ *		writes of the epoch before it, detach for both
  */
 struct tracker {
 	struct blkfilter filter;
@@ -32,6 +36,7 @@ struct tracker {
 	struct block_device *bdev;
 	struct snapshot *snapshot;
 	struct diff_area *diff_area;
+	atomic_t writes_in_flight[2];
 };
 
 /*
@@ -45,5 +50,6 @@ int tracker_init(void);
 void tracker_done(void);
 void tracker_get(struct tracker *tracker);
 void tracker_put(struct tracker *tracker);
+void tracker_wait_writes_before_take(struct tracker *tracker);
 
 #endif /* __BLKSNAP_TRACKER_H */
