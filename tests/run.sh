@@ -141,7 +141,7 @@ for part in "${parts[@]}"; do
       # Every case on the kernels most hosts run; on the others, the cases
       # that exercise what differs between kernels (interception, IBT, the
       # copy-on-write path, overflow, unload) unless kmod-full.
-      core=(ibt content cbt diffstorage unload)
+      core=(ibt content cbt diffstorage unload inflight)
       [[ $part == kmod-full ]] && core=()
       run_counted "kmod-6.1" kmod/tests/run --kernel 6.1
       run_counted "kmod-6.12" kmod/tests/run --kernel 6.12
