@@ -467,7 +467,11 @@ void snapshot_tracker_detached(struct tracker *tracker)
 		percpu_down_write(&tracker_switch_sem);
 		tracker->diff_area = NULL;
 		percpu_up_write(&tracker_switch_sem);
-	} else if (snapshot) {
+	} else if (snapshot && !snapshot->is_destroying) {
+		/*
+		 * A snapshot being destroyed walks its members without
+		 * snapshots_lock and puts their trackers itself: leave them.
+		 */
 		list_for_each_entry(member, &snapshot->members, link) {
 			if (member->tracker == tracker) {
 				list_del(&member->link);
