@@ -4,6 +4,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME "-cbt_map: " fmt
 
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
@@ -167,6 +168,30 @@ void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count)
 	mark_range(map->active, first, last, active_number(map));
 	mark_range(map->frozen, first, last, map->number_previous);
 	spin_unlock_irqrestore(&map->lock, flags);
+}
+
+/* Blocks marked per lock hold by cbt_map_mark_dirty(). */
+#define CBT_MARK_STEP	16384UL
+
+/*
+ * CBTDIRTY: cbt_map_mark_both() from process context, in pieces, so that a
+ * range of the whole device (of up to 65,536 in one command) neither keeps
+ * interrupts off nor the CPU from others for long.
+ */
+void cbt_map_mark_dirty(struct cbt_map *map, sector_t sector, sector_t count)
+{
+	unsigned long first, last, end, flags;
+
+	if (!block_range(map, sector, count, &first, &last))
+		return;
+	for (; first <= last; first = end + 1) {
+		end = min(last, first + CBT_MARK_STEP - 1);
+		spin_lock_irqsave(&map->lock, flags);
+		mark_range(map->active, first, end, active_number(map));
+		mark_range(map->frozen, first, end, map->number_previous);
+		spin_unlock_irqrestore(&map->lock, flags);
+		cond_resched();
+	}
 }
 
 int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,

@@ -46,6 +46,7 @@ unsigned long cbt_map_mark(struct cbt_map *map, sector_t sector,
 void cbt_map_remark(struct cbt_map *map, sector_t sector, sector_t count,
 		    unsigned long seen);
 void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count);
+void cbt_map_mark_dirty(struct cbt_map *map, sector_t sector, sector_t count);
 int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,
 			unsigned long length, u8 __user *buf);
 

@@ -264,7 +264,7 @@ static int ctl_cbtdirty(struct tracker *tracker, __u8 __user *buf,
 		}
 	}
 	for (i = 0; i < arg.count; i++)
-		cbt_map_mark_both(map, ranges[i].offset, ranges[i].count);
+		cbt_map_mark_dirty(map, ranges[i].offset, ranges[i].count);
 out_free:
 	kfree(ranges);
 	return ret;
