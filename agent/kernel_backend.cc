@@ -269,7 +269,7 @@ class KernelImage final : public SnapshotImage {
     // The kernel fails image I/O once the snapshot is corrupted, and the
     // event that says so may still be on its way: ask the filter.
     blksnap_snapshotinfo si{};
-    if (BlksnapCtl(device_fd_, blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0 &&
+    if (BlksnapCtl(device_fd_, BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, &si, sizeof(si)) == 0 &&
         si.error_code != 0) {
       return absl::AbortedError(absl::StrCat(
           path_, ": snapshot ", UuidText(shared_->id),
@@ -370,12 +370,12 @@ absl::Status KernelBackend::FilterCtl(const Device& d, uint32_t cmd, void* buf, 
 
 absl::StatusOr<CbtInfo> KernelBackend::CbtInfoOf(const Device& d) {
   blksnap_cbtinfo raw{};
-  if (absl::Status st = FilterCtl(d, blkfilter_ctl_blksnap_cbtinfo, &raw, sizeof(raw), "CBTINFO");
+  if (absl::Status st = FilterCtl(d, BLKFILTER_CTL_BLKSNAP_CBTINFO, &raw, sizeof(raw), "CBTINFO");
       !st.ok()) {
     return st;
   }
   CbtInfo info;
-  info.capacity_bytes = raw.device_capacity << 9;
+  info.capacity_bytes = raw.device_capacity;  // bytes, as the reference UAPI
   info.block_size_bytes = raw.block_size;
   info.block_count = raw.block_count;
   info.generation_id = UuidOf(raw.generation_id);
@@ -438,7 +438,7 @@ absl::Status KernelBackend::Detach(const std::string& device) {
   // SNAPSHOTINFO answers (image name empty before the take) only while the
   // device is in a snapshot.
   blksnap_snapshotinfo si{};
-  if (BlksnapCtl(d->fd.get(), blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0) {
+  if (BlksnapCtl(d->fd.get(), BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, &si, sizeof(si)) == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(device, " is in a snapshot of another process",
                      si.image[0] != '\0' ? absl::StrCat(" (image ", ImageNameOf(si), ")") : ""));
@@ -478,7 +478,7 @@ absl::Status KernelBackend::ReadCbtMap(const std::string& device, uint32_t first
     m.offset = first_block + static_cast<uint32_t>(done);
     m.length = len;
     m.buffer = reinterpret_cast<uintptr_t>(out.data() + done);
-    if (absl::Status st = FilterCtl(*d, blkfilter_ctl_blksnap_cbtmap, &m, sizeof(m), "CBTMAP");
+    if (absl::Status st = FilterCtl(*d, BLKFILTER_CTL_BLKSNAP_CBTMAP, &m, sizeof(m), "CBTMAP");
         !st.ok()) {
       return st;
     }
@@ -551,7 +551,7 @@ absl::Status KernelBackend::AddDevice(const Uuid& snapshot, const std::string& d
   }
   blksnap_snapshotadd add{};
   add.id = RawOf(snapshot);
-  absl::Status st = FilterCtl(*d, blkfilter_ctl_blksnap_snapshotadd, &add, sizeof(add),
+  absl::Status st = FilterCtl(*d, BLKFILTER_CTL_BLKSNAP_SNAPSHOTADD, &add, sizeof(add),
                               "SNAPSHOTADD");
   if (!st.ok()) {
     // EBUSY/EALREADY from the kernel: the device is in a snapshot it knows of.
@@ -666,7 +666,7 @@ absl::StatusOr<SnapshotStatus> KernelBackend::GetSnapshotStatus(const Uuid& snap
     Device* d = FindDevice(ds.device);
     blksnap_snapshotinfo si{};
     absl::Status st =
-        FilterCtl(*d, blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si), "SNAPSHOTINFO");
+        FilterCtl(*d, BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, &si, sizeof(si), "SNAPSHOTINFO");
     if (!st.ok()) return st;
     if (out.taken) {
       ds.image_name = ImageNameOf(si);
@@ -709,7 +709,7 @@ absl::StatusOr<std::unique_ptr<SnapshotImage>> KernelBackend::OpenImage(
   Device* d = FindDevice(device);
   std::string name = absl::StrCat("blksnap-", major(d->rdev), "-", minor(d->rdev));
   blksnap_snapshotinfo si{};
-  if (FilterCtl(*d, blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si), "SNAPSHOTINFO").ok() &&
+  if (FilterCtl(*d, BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, &si, sizeof(si), "SNAPSHOTINFO").ok() &&
       si.image[0] != '\0') {
     name = ImageNameOf(si);
   }
@@ -755,10 +755,10 @@ void KernelBackend::WaitEvents(std::shared_ptr<SnapshotShared> shared) {
       blksnap_event_no_space ns;
       std::memcpy(&ns, event->data, sizeof(ns));
       e.kind = BackendEvent::Kind::kNoSpace;
-      e.requested_bytes = ns.requested_nr_sect << 9;
+      e.requested_bytes = ns.requested_nr_sect << 9;  // the total size asked for
       e.error_code = -ENOSPC;
       e.message = absl::StrCat("difference storage of snapshot ", UuidText(shared->id),
-                               " is full (", e.requested_bytes, " more bytes requested)");
+                               " is full (asked to grow to ", e.requested_bytes, " bytes)");
     } else if (event->code == blksnap_event_code_corrupted) {
       blksnap_event_corrupted c;
       std::memcpy(&c, event->data, sizeof(c));
@@ -849,7 +849,7 @@ absl::StatusOr<std::unique_ptr<RestoreTarget>> KernelBackend::OpenRestoreTarget(
   }
   // A device in a snapshot of another process answers SNAPSHOTINFO.
   blksnap_snapshotinfo si{};
-  if (BlksnapCtl(fd.get(), blkfilter_ctl_blksnap_snapshotinfo, &si, sizeof(si)) == 0) {
+  if (BlksnapCtl(fd.get(), BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, &si, sizeof(si)) == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(device, " is in a snapshot: destroy it before restoring onto it"));
   }

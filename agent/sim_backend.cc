@@ -540,7 +540,8 @@ bool SimBackend::CopyOnWrite(Snapshot& snap, SnapshotDevice& sd, uint64_t offset
     const uint64_t start = c * cs;
     const uint64_t len = std::min(cs, dev.size - start);
     if (len > snap.limit - snap.used) {
-      Corrupt(snap, dev.name, -ENOSPC, BackendEvent::Kind::kNoSpace, len,
+      // As the module: the event names the total size asked for.
+      Corrupt(snap, dev.name, -ENOSPC, BackendEvent::Kind::kNoSpace, snap.used + len,
               absl::StrCat("difference storage overflow: the limit of ", snap.limit,
                            " bytes is reached (", snap.used, " used, ", len,
                            " more needed to save a chunk of ", dev.name, ")"),

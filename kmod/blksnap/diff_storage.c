@@ -139,7 +139,10 @@ static int storage_grow(struct diff_storage *storage, sector_t needed)
 static void storage_report_overflow(struct diff_storage *storage,
 				    sector_t count)
 {
-	struct blksnap_event_no_space data = { .requested_nr_sect = count };
+	/* As the reference interface: the total size asked for. */
+	struct blksnap_event_no_space data = {
+		.requested_nr_sect = storage->filled + count,
+	};
 
 	if (storage->overflowed)
 		return;

@@ -209,7 +209,7 @@ static int ctl_cbtinfo(struct tracker *tracker, __u8 __user *buf, __u32 *plen)
 	if (*plen < sizeof(arg))
 		return -EINVAL;
 	spin_lock_irqsave(&map->lock, flags);
-	arg.device_capacity = map->capacity;
+	arg.device_capacity = (__u64)map->capacity << SECTOR_SHIFT;
 	arg.block_size = cbt_map_block_size(map);
 	arg.block_count = map->blk_count;
 	export_uuid(arg.generation_id.b, &map->generation_id);
@@ -307,15 +307,15 @@ static int tracker_ctl(struct blkfilter *flt, const unsigned int cmd,
 	struct tracker *tracker = to_tracker(flt);
 
 	switch (cmd) {
-	case blkfilter_ctl_blksnap_cbtinfo:
+	case BLKFILTER_CTL_BLKSNAP_CBTINFO:
 		return ctl_cbtinfo(tracker, buf, plen);
-	case blkfilter_ctl_blksnap_cbtmap:
+	case BLKFILTER_CTL_BLKSNAP_CBTMAP:
 		return ctl_cbtmap(tracker, buf, plen);
-	case blkfilter_ctl_blksnap_cbtdirty:
+	case BLKFILTER_CTL_BLKSNAP_CBTDIRTY:
 		return ctl_cbtdirty(tracker, buf, plen);
-	case blkfilter_ctl_blksnap_snapshotadd:
+	case BLKFILTER_CTL_BLKSNAP_SNAPSHOTADD:
 		return ctl_snapshotadd(tracker, buf, plen);
-	case blkfilter_ctl_blksnap_snapshotinfo:
+	case BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO:
 		return ctl_snapshotinfo(tracker, buf, plen);
 	default:
 		return -ENOTTY;

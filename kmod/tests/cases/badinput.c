@@ -144,35 +144,35 @@ int main(int argc, char **argv)
 	t_expect_ok(bs_cbtinfo(a, &cbt), "CBTINFO");
 	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, 99, buf, 64), "CTL, unknown command",
 		      ENOTTY, EINVAL, 0);
-	expect_one_of(ctl_raw(a, "nosuchfilter", blkfilter_ctl_blksnap_cbtinfo, buf, 64),
+	expect_one_of(ctl_raw(a, "nosuchfilter", BLKFILTER_CTL_BLKSNAP_CBTINFO, buf, 64),
 		      "CTL, other filter name", ENOENT, EINVAL, 0);
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtinfo, buf, 4),
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTINFO, buf, 4),
 		      "CBTINFO, optlen too small", EINVAL, 0);
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtinfo, BAD_PTR,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTINFO, BAD_PTR,
 			      sizeof(cbt)), "CBTINFO, bad pointer", EFAULT, 0);
 	map = (struct blksnap_cbtmap){ .offset = 0, .length = 16, .buffer = (uintptr_t)buf };
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtmap, &map, 8),
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTMAP, &map, 8),
 		      "CBTMAP, optlen too small", EINVAL, 0);
 	map.offset = cbt.block_count;
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtmap, &map,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTMAP, &map,
 			      sizeof(map)), "CBTMAP, offset past the end", EINVAL, ERANGE, 0);
 	map.offset = 0;
 	map.length = cbt.block_count + 1;
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtmap, &map,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTMAP, &map,
 			      sizeof(map)), "CBTMAP, length past the end", EINVAL, ERANGE, 0);
 	map.length = 16;
 	map.buffer = (uintptr_t)BAD_PTR;
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtmap, &map,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTMAP, &map,
 			      sizeof(map)), "CBTMAP, bad buffer", EFAULT, ENOENT, EINVAL, 0);
-	sect = (struct blksnap_sectors){ .offset = cbt.device_capacity, .count = 8 };
+	sect = (struct blksnap_sectors){ .offset = cbt.device_capacity / SECTOR, .count = 8 };
 	expect_one_of(bs_cbtdirty(a, &sect, 1), "CBTDIRTY, range past the end", EINVAL, ERANGE, 0);
 	sect = (struct blksnap_sectors){ .offset = 0, .count = ~0ull };
 	expect_one_of(bs_cbtdirty(a, &sect, 1), "CBTDIRTY, overflowing range", EINVAL, ERANGE, 0);
 	dirty = (struct blksnap_cbtdirty){ .count = 4, .dirty_sectors = (uintptr_t)BAD_PTR };
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtdirty, &dirty,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTDIRTY, &dirty,
 			      sizeof(dirty)), "CBTDIRTY, bad array pointer", EFAULT, 0);
 	dirty = (struct blksnap_cbtdirty){ .count = 1u << 31, .dirty_sectors = (uintptr_t)BAD_PTR };
-	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, blkfilter_ctl_blksnap_cbtdirty, &dirty,
+	expect_one_of(ctl_raw(a, BLKSNAP_FILTER_NAME, BLKFILTER_CTL_BLKSNAP_CBTDIRTY, &dirty,
 			      sizeof(dirty)), "CBTDIRTY, 2^31 ranges", EFAULT, EINVAL, ENOMEM, E2BIG, 0);
 	expect_one_of(bs_snapshot_add(a, &unknown), "SNAPSHOTADD, unknown id", ENOENT, 0);
 	expect_one_of(bs_snapshot_info(a, &info), "SNAPSHOTINFO, not in a snapshot",

@@ -105,10 +105,10 @@ int main(int argc, char **argv)
 	info(fd, &i0);
 	bsize = i0.block_size;
 	nblocks = i0.block_count;
-	t_info("capacity %llu sectors, block %u bytes, %u blocks, change number %u",
+	t_info("capacity %llu bytes, block %u bytes, %u blocks, change number %u",
 	       (unsigned long long)i0.device_capacity, bsize, nblocks, i0.changes_number);
-	if (i0.device_capacity != nsect)
-		t_fail("capacity %llu, device has %llu sectors",
+	if (i0.device_capacity != nsect * SECTOR)
+		t_fail("capacity %llu bytes (must be bytes, as the reference UAPI), device has %llu sectors",
 		       (unsigned long long)i0.device_capacity, (unsigned long long)nsect);
 	if (bsize < SECTOR || (bsize & (bsize - 1)))
 		t_fail("block size %u is not a power of two >= 512", bsize);

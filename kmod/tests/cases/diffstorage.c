@@ -169,8 +169,13 @@ static void overflow(const char *path, uint64_t step)
 		if (ev.code == blksnap_event_code_no_space) {
 			struct blksnap_event_no_space *d = (void *)ev.data;
 
-			t_info("event: no space (requested %llu sectors)",
-			       (unsigned long long)d->requested_nr_sect);
+			t_info("event: no space (asked to grow to %llu sectors, limit %llu)",
+			       (unsigned long long)d->requested_nr_sect, (unsigned long long)limit);
+			/* As the reference: the total size asked for, past the limit. */
+			if (d->requested_nr_sect <= limit)
+				t_fail("no-space event asks for %llu sectors, not more than the limit %llu: not the total size",
+				       (unsigned long long)d->requested_nr_sect,
+				       (unsigned long long)limit);
 			no_space++;
 		} else if (ev.code == blksnap_event_code_corrupted) {
 			struct blksnap_event_corrupted *d = (void *)ev.data;

@@ -193,7 +193,7 @@ int bs_cbtinfo(int bdev, struct blksnap_cbtinfo *info)
 	uint32_t len = sizeof(*info);
 
 	memset(info, 0, sizeof(*info));
-	return bs_filter_ctl(bdev, blkfilter_ctl_blksnap_cbtinfo, info, &len);
+	return bs_filter_ctl(bdev, BLKFILTER_CTL_BLKSNAP_CBTINFO, info, &len);
 }
 
 int bs_cbtmap(int bdev, uint32_t offset, uint32_t length, uint8_t *map)
@@ -206,7 +206,7 @@ int bs_cbtmap(int bdev, uint32_t offset, uint32_t length, uint8_t *map)
 			.offset = offset, .length = n, .buffer = (uintptr_t)map,
 		};
 		uint32_t len = sizeof(arg);
-		int ret = bs_filter_ctl(bdev, blkfilter_ctl_blksnap_cbtmap, &arg, &len);
+		int ret = bs_filter_ctl(bdev, BLKFILTER_CTL_BLKSNAP_CBTMAP, &arg, &len);
 
 		if (ret)
 			return ret;
@@ -224,7 +224,7 @@ int bs_cbtdirty(int bdev, const struct blksnap_sectors *ranges, uint32_t count)
 	};
 	uint32_t len = sizeof(arg);
 
-	return bs_filter_ctl(bdev, blkfilter_ctl_blksnap_cbtdirty, &arg, &len);
+	return bs_filter_ctl(bdev, BLKFILTER_CTL_BLKSNAP_CBTDIRTY, &arg, &len);
 }
 
 int bs_snapshot_add(int bdev, const struct blksnap_uuid *id)
@@ -232,7 +232,7 @@ int bs_snapshot_add(int bdev, const struct blksnap_uuid *id)
 	struct blksnap_snapshotadd arg = { .id = *id };
 	uint32_t len = sizeof(arg);
 
-	return bs_filter_ctl(bdev, blkfilter_ctl_blksnap_snapshotadd, &arg, &len);
+	return bs_filter_ctl(bdev, BLKFILTER_CTL_BLKSNAP_SNAPSHOTADD, &arg, &len);
 }
 
 int bs_snapshot_info(int bdev, struct blksnap_snapshotinfo *info)
@@ -240,7 +240,7 @@ int bs_snapshot_info(int bdev, struct blksnap_snapshotinfo *info)
 	uint32_t len = sizeof(*info);
 
 	memset(info, 0, sizeof(*info));
-	return bs_filter_ctl(bdev, blkfilter_ctl_blksnap_snapshotinfo, info, &len);
+	return bs_filter_ctl(bdev, BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO, info, &len);
 }
 
 /* ---- devices ---- */

@@ -144,12 +144,15 @@ bf_build_module() {
 # kallsyms): an address it computes is where an IBT kernel faults. It may
 # only call what it links against.
 bf_check_module_symbols() {
-	local bad
-	bad=$(nm -u -- "$1" | awk '{ print $2 }' |
-		grep -E '^(register_kprobe|unregister_kprobe|kallsyms_lookup_name|kallsyms_on_each_symbol)$' || true)
+	local bad undef
+	# nm's whole output first: grep -q in a pipe under pipefail can make
+	# nm die of SIGPIPE and the test read as false
+	undef=$(nm -u -- "$1" | awk '{ print $2 }')
+	bad=$(grep -E '^(register_kprobe|unregister_kprobe|kallsyms_lookup_name|kallsyms_on_each_symbol)$' \
+		<<<"$undef" || true)
 	[[ -z $bad ]] || bf_die "blksnap.ko resolves kernel addresses itself: ${bad//$'\n'/ }"
 	BF_INTERCEPT=ftrace
-	nm -u -- "$1" | grep -qw blkfilter_register && BF_INTERCEPT=native
+	if grep -qx blkfilter_register <<<"$undef"; then BF_INTERCEPT=native; fi
 	export BF_INTERCEPT
 }
 

@@ -244,7 +244,8 @@ TEST_F(AgentFixture, WatchSeesNoSpaceThenDestroyAndEnds) {
   EXPECT_TRUE(watcher.Finish().ok());
   ASSERT_EQ(watcher.events().size(), 3u);
   EXPECT_EQ(watcher.events()[0].kind(), v1::SNAPSHOT_EVENT_KIND_NO_SPACE);
-  EXPECT_EQ(watcher.events()[0].requested_bytes(), 256 * 1024u);
+  EXPECT_EQ(watcher.events()[0].requested_bytes(), 768 * 1024u)
+      << "the total size asked for (limit 512 KiB, one more 256 KiB chunk)";
   EXPECT_EQ(watcher.events()[1].kind(), v1::SNAPSHOT_EVENT_KIND_CORRUPTED);
   EXPECT_EQ(watcher.events()[1].device(), "vdc");
   EXPECT_EQ(watcher.events()[1].error_code(), -ENOSPC);

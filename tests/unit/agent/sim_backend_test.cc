@@ -250,7 +250,8 @@ TEST_F(SimBackendTest, OverflowCorruptsTheSnapshotButNeverTheDevice) {
   ASSERT_EQ(events.size(), 2u) << "no-space and corrupted once, not once per write";
   EXPECT_EQ(events[0].kind, BackendEvent::Kind::kNoSpace);
   EXPECT_EQ(events[0].snapshot_id, id);
-  EXPECT_EQ(events[0].requested_bytes, chunk);
+  EXPECT_EQ(events[0].requested_bytes, 3u * chunk)
+      << "the total size asked for: two chunks stored, a third one needed";
   EXPECT_EQ(events[1].kind, BackendEvent::Kind::kCorrupted);
   EXPECT_EQ(events[1].device, "vda");
   EXPECT_EQ(events[1].error_code, -ENOSPC);

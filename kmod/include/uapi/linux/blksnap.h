@@ -16,6 +16,8 @@
 
 #include <linux/ioctl.h>
 #include <linux/types.h>
+/* BLKFILTER_CTL carries the commands below (next to this file). */
+#include "blk-filter.h"
 
 #define BLKSNAP_CTL		"blksnap-control"
 #define BLKSNAP_IMAGE_NAME	"blksnap-image"
@@ -34,18 +36,27 @@ struct blksnap_uuid {
 	__u8 b[16];
 };
 
-/* Commands of BLKFILTER_CTL for the blksnap filter. */
+/*
+ * Commands of BLKFILTER_CTL for the blksnap filter. The names are those of
+ * the reference interface; the lower-case spellings of its earlier
+ * versions stay usable.
+ */
 enum blkfilter_ctl_blksnap {
-	blkfilter_ctl_blksnap_cbtinfo = 0,
-	blkfilter_ctl_blksnap_cbtmap = 1,
-	blkfilter_ctl_blksnap_cbtdirty = 2,
-	blkfilter_ctl_blksnap_snapshotadd = 3,
-	blkfilter_ctl_blksnap_snapshotinfo = 4,
+	BLKFILTER_CTL_BLKSNAP_CBTINFO = 0,
+	BLKFILTER_CTL_BLKSNAP_CBTMAP = 1,
+	BLKFILTER_CTL_BLKSNAP_CBTDIRTY = 2,
+	BLKFILTER_CTL_BLKSNAP_SNAPSHOTADD = 3,
+	BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO = 4,
 };
+#define blkfilter_ctl_blksnap_cbtinfo		BLKFILTER_CTL_BLKSNAP_CBTINFO
+#define blkfilter_ctl_blksnap_cbtmap		BLKFILTER_CTL_BLKSNAP_CBTMAP
+#define blkfilter_ctl_blksnap_cbtdirty		BLKFILTER_CTL_BLKSNAP_CBTDIRTY
+#define blkfilter_ctl_blksnap_snapshotadd	BLKFILTER_CTL_BLKSNAP_SNAPSHOTADD
+#define blkfilter_ctl_blksnap_snapshotinfo	BLKFILTER_CTL_BLKSNAP_SNAPSHOTINFO
 
 /**
  * struct blksnap_cbtinfo - out: change block tracking state of a device
- * @device_capacity:	device size in 512-byte sectors
+ * @device_capacity:	device size in bytes (the sector count shifted by 9)
  * @block_size:		tracking block size in bytes
  * @block_count:	number of tracking blocks (bytes of the CBT map)
  * @generation_id:	changes when the map is reset; numbers of different
@@ -114,15 +125,21 @@ struct blksnap_snapshotinfo {
 	__u8 image[IMAGE_DISK_NAME_LEN];
 };
 
-/* ioctl numbers of the control device. */
+/* ioctl numbers of the control device (reference names; lower-case aliases). */
 enum blksnap_ioctl {
-	blksnap_ioctl_version = 0,
-	blksnap_ioctl_snapshot_create = 1,
-	blksnap_ioctl_snapshot_destroy = 2,
-	blksnap_ioctl_snapshot_take = 3,
-	blksnap_ioctl_snapshot_collect = 4,
-	blksnap_ioctl_snapshot_wait_event = 5,
+	BLKSNAP_IOCTL_VERSION = 0,
+	BLKSNAP_IOCTL_SNAPSHOT_CREATE = 1,
+	BLKSNAP_IOCTL_SNAPSHOT_DESTROY = 2,
+	BLKSNAP_IOCTL_SNAPSHOT_TAKE = 3,
+	BLKSNAP_IOCTL_SNAPSHOT_COLLECT = 4,
+	BLKSNAP_IOCTL_SNAPSHOT_WAIT_EVENT = 5,
 };
+#define blksnap_ioctl_version			BLKSNAP_IOCTL_VERSION
+#define blksnap_ioctl_snapshot_create		BLKSNAP_IOCTL_SNAPSHOT_CREATE
+#define blksnap_ioctl_snapshot_destroy		BLKSNAP_IOCTL_SNAPSHOT_DESTROY
+#define blksnap_ioctl_snapshot_take		BLKSNAP_IOCTL_SNAPSHOT_TAKE
+#define blksnap_ioctl_snapshot_collect		BLKSNAP_IOCTL_SNAPSHOT_COLLECT
+#define blksnap_ioctl_snapshot_wait_event	BLKSNAP_IOCTL_SNAPSHOT_WAIT_EVENT
 
 /**
  * struct blksnap_version - out: module interface version
@@ -139,7 +156,7 @@ struct blksnap_version {
 };
 
 #define IOCTL_BLKSNAP_VERSION \
-	_IOR(BLKSNAP, blksnap_ioctl_version, struct blksnap_version)
+	_IOR(BLKSNAP, BLKSNAP_IOCTL_VERSION, struct blksnap_version)
 
 /**
  * struct blksnap_snapshot_create - create an empty snapshot
@@ -156,16 +173,16 @@ struct blksnap_snapshot_create {
 };
 
 #define IOCTL_BLKSNAP_SNAPSHOT_CREATE \
-	_IOWR(BLKSNAP, blksnap_ioctl_snapshot_create, \
+	_IOWR(BLKSNAP, BLKSNAP_IOCTL_SNAPSHOT_CREATE, \
 	      struct blksnap_snapshot_create)
 
 /* Destroy a snapshot: the argument is its struct blksnap_uuid. */
 #define IOCTL_BLKSNAP_SNAPSHOT_DESTROY \
-	_IOW(BLKSNAP, blksnap_ioctl_snapshot_destroy, struct blksnap_uuid)
+	_IOW(BLKSNAP, BLKSNAP_IOCTL_SNAPSHOT_DESTROY, struct blksnap_uuid)
 
 /* Take a snapshot: the argument is its struct blksnap_uuid. */
 #define IOCTL_BLKSNAP_SNAPSHOT_TAKE \
-	_IOW(BLKSNAP, blksnap_ioctl_snapshot_take, struct blksnap_uuid)
+	_IOW(BLKSNAP, BLKSNAP_IOCTL_SNAPSHOT_TAKE, struct blksnap_uuid)
 
 /**
  * struct blksnap_snapshot_collect - list the snapshots
@@ -179,7 +196,7 @@ struct blksnap_snapshot_collect {
 };
 
 #define IOCTL_BLKSNAP_SNAPSHOT_COLLECT \
-	_IOR(BLKSNAP, blksnap_ioctl_snapshot_collect, \
+	_IOR(BLKSNAP, BLKSNAP_IOCTL_SNAPSHOT_COLLECT, \
 	     struct blksnap_snapshot_collect)
 
 /* Event codes of struct blksnap_snapshot_event. */
@@ -206,12 +223,14 @@ struct blksnap_snapshot_event {
 };
 
 #define IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT \
-	_IOR(BLKSNAP, blksnap_ioctl_snapshot_wait_event, \
+	_IOR(BLKSNAP, BLKSNAP_IOCTL_SNAPSHOT_WAIT_EVENT, \
 	     struct blksnap_snapshot_event)
 
 /**
  * struct blksnap_event_no_space - data of blksnap_event_code_no_space
- * @requested_nr_sect:	sectors the storage could not provide
+ * @requested_nr_sect:	the total size, in sectors, that the storage was asked
+ *			to grow to when the limit was hit (its used size plus
+ *			the allocation that failed)
  */
 struct blksnap_event_no_space {
 	__u64 requested_nr_sect;
