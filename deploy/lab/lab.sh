@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The QEMU lab: N guests (Debian's stock 6.1 kernel under TCG, the blksnap
-# module, blkfleet-agent with mutual TLS) and blkfleet-server on this host
-# with SQLite and a local repository. Guests reach nothing but QEMU's user
-# network; the host reaches each guest's agent and command channel through
-# hostfwd on 127.0.0.1 only.
+# The QEMU lab: N guests (Debian's stock kernels under TCG, 6.1 unless told
+# otherwise, the blksnap module, blkfleet-agent with mutual TLS) and
+# blkfleet-server on this host with SQLite and a local repository. Guests
+# reach nothing but QEMU's user network; the host reaches each guest's agent
+# and command channel through hostfwd on 127.0.0.1 only.
 #
-#   deploy/lab/lab.sh start [--hosts N] [--size MIB]   build what is missing, boot, start the server
+#   deploy/lab/lab.sh start [--hosts N] [--size MIB] [--kernel LIST]
+#                                                      build what is missing, boot, start the server
+#       --kernel LIST  comma-separated, one per guest (h1 first), the last one
+#                      repeated for the rest: 6.1 (default), 6.12 (Debian 12's
+#                      linux-image-6.12-amd64) or the path of a kernel image
+#                      whose /lib/modules/<release> (with build/) is installed
 #   deploy/lab/lab.sh stop [--keep]                    stop everything; remove the lab dir unless --keep
 #   deploy/lab/lab.sh exec HOST COMMAND...             run a shell command in a guest (its status is ours)
 #   deploy/lab/lab.sh reboot HOST                      power a guest off and boot it again (CBT is lost)
@@ -48,12 +53,28 @@ lab_exec() {
   return "${rc:-255}"
 }
 
+# kernel_key SPEC: the directory name of a kernel of --kernel in the lab.
+kernel_key() {
+  case $1 in
+    6.1 | 6.12) echo "$1" ;;
+    *) basename -- "$1" | tr -c 'A-Za-z0-9._+\n-' _ ;;
+  esac
+}
+
+# check_kernel SPEC: a name the lab knows or a readable kernel image.
+check_kernel() {
+  case $1 in
+    6.1 | 6.12) return 0 ;;
+    */*) [[ -f $1 && -r $1 ]] || die "--kernel: $1 is not a readable kernel image" ;;
+    *) die "--kernel: unknown kernel '$1' (6.1, 6.12 or the path of a kernel image)" ;;
+  esac
+}
+
 build() {
   # shellcheck source-path=SCRIPTDIR source=../../kmod/tests/lib/vm.sh
   . "$root/kmod/tests/lib/vm.sh"
   bf_install_packages
   bash "$root/deploy/setup.sh" build >&2
-  bf_resolve_kernel
   # BLKFLEET_LAB_BUILD may name another configured build tree (tests/run.sh
   # passes the packaging build's); otherwise the default preset's.
   if [[ -f $bin/CMakeCache.txt && $bin != "$root/build/default" ]]; then
@@ -63,13 +84,9 @@ build() {
     cmake --preset default -S "$root" >/dev/null
   fi
   cmake --build "$bin" -j "$(nproc)" --target blkfleet-agent blkfleet-server blkfleet >&2
-  WORK=$lab/build
-  mkdir -p "$WORK"
-  bf_build_module
-  echo "$KERNEL" >"$lab/kernel"
 
   log "pki (CA, server, operator, one certificate per agent)"
-  local pki=$lab/pki cli=$bin/client/blkfleet h
+  local pki=$lab/pki cli=$bin/client/blkfleet h spec
   "$cli" pki init --dir "$pki" >/dev/null
   "$cli" pki issue --dir "$pki" --kind server --name lab-server --san 127.0.0.1 --san localhost >/dev/null
   "$cli" pki issue --dir "$pki" --kind operator --name lab-admin --role admin >/dev/null
@@ -77,8 +94,39 @@ build() {
     "$cli" pki issue --dir "$pki" --kind agent --name "$h" --san 127.0.0.1 >/dev/null
   done
 
-  log "initramfs"
-  local r=$WORK/initramfs
+  # One module build and one initramfs per distinct kernel.
+  local -A done_keys=()
+  for spec in "${host_kernel[@]}"; do
+    [[ -n ${done_keys[$(kernel_key "$spec")]:-} ]] && continue
+    done_keys[$(kernel_key "$spec")]=1
+    build_kernel "$spec"
+  done
+  rm -rf -- "$lab/build"
+}
+
+# build_kernel SPEC: blksnap.ko built against the kernel's headers and an
+# initramfs with the kernel's own modules, in $lab/kernels/<key>/.
+build_kernel() {
+  local spec=$1 kd
+  kd=$lab/kernels/$(kernel_key "$spec")
+  unset KERNEL KVER KDIR
+  export KMODROOT=/
+  case $spec in
+    6.1 | 6.12) bf_select_kernel "$spec" ;;
+    *) KERNEL=$spec ;;
+  esac
+  bf_resolve_kernel
+  [[ -d /lib/modules/$KVER/kernel ]] || die "--kernel $spec: no /lib/modules/$KVER (its virtio and ext4 modules)"
+  mkdir -p "$kd"
+  WORK=$lab/build/$(kernel_key "$spec")
+  mkdir -p "$WORK"
+  bf_build_module
+  [[ -n $BF_MODULE ]] || die "no blksnap.ko for $KVER"
+  echo "$KERNEL" >"$kd/image"
+  echo "$KVER" >"$kd/release"
+
+  log "initramfs for $KVER"
+  local r=$WORK/initramfs pki=$lab/pki h
   rm -rf -- "$r"
   mkdir -p -- "$r"/{bin,sbin,dev,proc,sys,tmp,lib,etc/lab/pki}
   install -m 0755 "$(command -v busybox)" "$r/bin/busybox"
@@ -95,8 +143,8 @@ build() {
     "--diff-storage-limit 512MiB --allowed-server lab-server --snapshot-hook /bin/lab-hash-hook" \
     "--restore-device /dev/vdb" \
     >"$r/etc/lab/agent.args.default"
-  (cd -- "$r" && find . -print0 | cpio --null -o -H newc --quiet) >"$lab/initramfs.cpio"
-  rm -rf -- "$r" "$WORK/src"
+  (cd -- "$r" && find . -print0 | cpio --null -o -H newc --quiet) >"$kd/initramfs.cpio"
+  rm -rf -- "$WORK"
 }
 
 # make_disks HOST: vda with an ext4 filesystem holding data (random and
@@ -121,14 +169,15 @@ make_disks() {
 
 # boot HOST: starts the guest's QEMU in the background.
 boot() {
-  local h=$1 d=$lab/$1 disk args=()
+  local h=$1 d=$lab/$1 disk args=() kd
+  kd=$lab/kernels/$(cat "$d/kernel")
   for disk in vda vdb vdc; do
     args+=(-drive "file=$d/$disk.img,format=raw,if=virtio,cache=none,aio=threads")
   done
   : >"$d/console.log"
   : >"$d/serial.log"
   qemu-system-x86_64 -accel tcg,thread=multi -m 1024 -smp 1 -display none -no-reboot \
-    -kernel "$(cat "$lab/kernel")" -initrd "$lab/initramfs.cpio" \
+    -kernel "$(cat "$kd/image")" -initrd "$kd/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 no_timer_check rdinit=/init lab.host=$h" \
     -serial "file:$d/console.log" -serial "file:$d/serial.log" \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$(cat "$d/agent.port")-:7443,hostfwd=tcp:127.0.0.1:$(cat "$d/cmd.port")-:7000" \
@@ -176,16 +225,19 @@ write_env() {
     echo "export BLKFLEET_LAB_DIR=$lab"
     echo "BLKFLEET_LAB_HOSTS=\"${hosts[*]}\""
     for h in "${hosts[@]}"; do echo "BLKFLEET_LAB_AGENT_$h=127.0.0.1:$(cat "$lab/$h/agent.port")"; done
+    # The release each guest boots (lab.sh exec HOST 'uname -r' asks the guest).
+    for h in "${hosts[@]}"; do echo "BLKFLEET_LAB_KERNEL_$h=$(cat "$lab/kernels/$(cat "$lab/$h/kernel")/release")"; done
   } >"$lab/lab.env"
 }
 
 cmd_start() {
-  local n=2
+  local n=2 klist=6.1 spec
   size_mib=256
   while (($#)); do
     case $1 in
       --hosts) n=$2; shift ;;
       --size) size_mib=$2; shift ;;
+      --kernel) (($# >= 2)) || die "--kernel needs a list (e.g. 6.1,6.12)"; klist=$2; shift ;;
       *) die "start: unknown argument $1" ;;
     esac
     shift
@@ -193,8 +245,24 @@ cmd_start() {
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "--hosts: $n is not a number from 1 to 99"
   [[ $size_mib =~ ^[0-9]+$ && $size_mib -ge 64 ]] || die "--size: $size_mib is not a size >= 64 (MiB)"
   [[ ! -e $lab/lab.env ]] || die "a lab is already running in $lab (deploy/lab/lab.sh stop)"
+  local -a specs
+  [[ -n $klist && $klist != *, && $klist != ,* && $klist != *,,* ]] || die "--kernel: '$klist' has an empty entry"
+  IFS=, read -ra specs <<<"$klist"
+  ((${#specs[@]} <= n)) || die "--kernel: ${#specs[@]} kernels for $n guests"
+  local -A spec_of=()
+  for i in "${!specs[@]}"; do
+    check_kernel "${specs[i]}"
+    [[ ${specs[i]} != */* ]] || specs[i]=$(realpath -- "${specs[i]}")
+    spec=${spec_of[$(kernel_key "${specs[i]}")]:-${specs[i]}}
+    [[ $spec == "${specs[i]}" ]] || die "--kernel: $spec and ${specs[i]} have the same file name"
+    spec_of[$(kernel_key "${specs[i]}")]=${specs[i]}
+  done
   hosts=()
-  for ((i = 1; i <= n; i++)); do hosts+=("h$i"); done
+  host_kernel=()
+  for ((i = 1; i <= n; i++)); do
+    hosts+=("h$i")
+    host_kernel+=("${specs[i <= ${#specs[@]} ? i - 1 : ${#specs[@]} - 1]}")
+  done
   rm -rf -- "$lab"
   mkdir -p "$lab"
   local t0 h
@@ -202,12 +270,14 @@ cmd_start() {
   build
   for h in "${hosts[@]}"; do
     mkdir -p "$lab/$h"
+    kernel_key "${host_kernel[${h#h} - 1]}" >"$lab/$h/kernel"
     free_port >"$lab/$h/agent.port"
     free_port >"$lab/$h/cmd.port"
     make_disks "$h"
   done
   local t1
   t1=$(date +%s.%N)
+  for h in "${hosts[@]}"; do log "$h: kernel $(cat "$lab/kernels/$(cat "$lab/$h/kernel")/release")"; done
   log "booting ${hosts[*]}"
   for h in "${hosts[@]}"; do boot "$h"; done
   start_server
@@ -282,7 +352,7 @@ cmd_status() {
   local h names
   read -ra names <<<"$(sed -n 's/^BLKFLEET_LAB_HOSTS="\(.*\)"/\1/p' "$lab/lab.env")"
   for h in "${names[@]}"; do
-    if lab_exec "$h" true >/dev/null 2>&1; then echo "$h up"; else echo "$h DOWN"; fi
+    if lab_exec "$h" true >/dev/null 2>&1; then echo "$h up ($(cat "$lab/$h/kernel"))"; else echo "$h DOWN"; fi
   done
 }
 
