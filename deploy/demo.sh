@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, on the QEMU lab (deploy/lab/lab.sh):
-# two guests running Debian's stock kernel with the blksnap module and
-# blkfleet-agent, blkfleet-server on this host (SQLite catalog, local
+# two guests running Debian 12's stock kernels, h1 on 6.1 and h2 on 6.12, with
+# the blksnap module built for each and blkfleet-agent, blkfleet-server on this host (SQLite catalog, local
 # repository), mutual TLS everywhere. It registers the hosts, takes a full
 # backup of every host, writes about 1% of each disk inside the guests,
 # applies a policy whose scheduler takes an incremental while a writer keeps
@@ -9,12 +9,13 @@
 # backup of each host to a file, proves it byte-identical to the snapshot
 # image (SHA-256 computed inside the guest from the image device of that
 # very snapshot, by the agent's --snapshot-hook), runs e2fsck -fn on it and
-# prints a summary.
+# prints a summary (with each host's kernel, as the guest reports it).
 #
 # Usage: deploy/demo.sh [--keep] [--sim]
 #   --keep  leave the lab running (stop it with deploy/lab/lab.sh stop)
 #   --sim   the older demo on two sim-backed agents, no QEMU (deploy/demo-sim.sh)
-# Env:   BLKFLEET_LAB_DIR (default /tmp/blkfleet-lab), BLKFLEET_DEMO_SIZE_MIB (vda size, default 256)
+# Env:   BLKFLEET_LAB_DIR (default /tmp/blkfleet-lab), BLKFLEET_DEMO_SIZE_MIB (vda size, default 256),
+#        BLKFLEET_DEMO_KERNELS (lab.sh start --kernel, default 6.1,6.12)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,9 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "the lab: build, boot two guests, start the server"
+say "the lab: build, boot two guests (one on 6.1, one on 6.12), start the server"
 "$lab" stop >/dev/null 2>&1 || true
-"$lab" start --hosts 2 --size "$size_mib"
+"$lab" start --hosts 2 --size "$size_mib" --kernel "${BLKFLEET_DEMO_KERNELS:-6.1,6.12}"
 # shellcheck disable=SC1091
 source "$BLKFLEET_LAB_DIR/lab.env"
 read -ra hosts <<<"$BLKFLEET_LAB_HOSTS"
@@ -50,6 +51,16 @@ build_s=$(sed -n 's/^lab_build_seconds //p' "$BLKFLEET_LAB_DIR/timings")
 t_work=$(now)
 
 agent_of() { local v="BLKFLEET_LAB_AGENT_$1"; echo "${!v}"; }
+
+# Each guest's kernel, asked of the guest itself (and checked against the
+# release the lab booted it with).
+declare -A kernel_of
+for h in "${hosts[@]}"; do
+  kernel_of[$h]=$("$lab" exec "$h" 'uname -r' | tr -d '[:space:]')
+  v="BLKFLEET_LAB_KERNEL_$h"
+  [[ ${kernel_of[$h]} == "${!v}" ]] || { echo "demo: $h runs '${kernel_of[$h]}', the lab booted ${!v}" >&2; exit 1; }
+  echo "$h runs Linux ${kernel_of[$h]}"
+done
 
 say "register the hosts"
 for h in "${hosts[@]}"; do "$cli" host add "$h" --agent "$(agent_of "$h")" --device /dev/vda; done
@@ -150,11 +161,11 @@ done
 t_end=$(now)
 
 say "summary"
-printf '%-6s %-4s %-9s %-11s %9s %9s %7s %8s %7s  %s\n' backup host device kind "read MiB" "sent MiB" dedup "new/read" seconds restore
+printf '%-6s %-4s %-20s %-9s %-11s %9s %9s %7s %8s %7s  %s\n' backup host kernel device kind "read MiB" "sent MiB" dedup "new/read" seconds restore
 target_fail=0
 while IFS=$'\t' read -r id host _snap dev kind bread bsent cread cnew csize secs; do
   dedup=$(python3 -c "print('%.1fx' % ($bread / $bsent) if $bsent else 'all known')")
-  printf '%-6s %-4s %-9s %-11s %9.1f %9.1f %7s %8s %7s  %s\n' "$id" "$host" "$dev" "$kind" \
+  printf '%-6s %-4s %-20s %-9s %-11s %9.1f %9.1f %7s %8s %7s  %s\n' "$id" "$host" "${kernel_of[$host]:-?}" "$dev" "$kind" \
     "$(bc -l <<<"$bread / 1048576")" "$(bc -l <<<"$bsent / 1048576")" "$dedup" "$cnew/$cread" "$secs" \
     "${verdict[$id]:--}"
   if [[ $kind == INCREMENTAL ]]; then
