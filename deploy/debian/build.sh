@@ -129,10 +129,17 @@ docs="$root/docs/operations.md"
 # blksnap-dkms: the module source as DKMS wants it in /usr/src/NAME-VERSION.
 d="$(pkg_dir blksnap-dkms)"
 src="$d/usr/src/blksnap-$kmod_version"
-mkdir -p "$src/blksnap" "$src/include/uapi/linux"
+mkdir -p "$src/blksnap" "$src/include/uapi/linux" "$d/usr/lib/blksnap-dkms"
 install -m 0644 "$root/kmod/dkms.conf" "$root/kmod/Makefile" "$src/"
 install -m 0644 "$root"/kmod/blksnap/*.[ch] "$root/kmod/blksnap/Kbuild" "$src/blksnap/"
 install -m 0644 "$root"/kmod/include/uapi/linux/*.h "$src/include/uapi/linux/"
+# The per-kernel check and report (postinst, kernel hooks), and the hooks
+# that run it after DKMS's own for a new kernel or new headers.
+sed "s/@KMOD_VERSION@/$kmod_version/g" "$meta/blksnap-dkms/blksnap-dkms-kernel" >"$d/usr/lib/blksnap-dkms/blksnap-dkms-kernel"
+chmod 0755 "$d/usr/lib/blksnap-dkms/blksnap-dkms-kernel"
+for hooks in postinst.d header_postinst.d; do
+  install -D -m 0755 "$meta/blksnap-dkms/kernel-hook" "$d/etc/kernel/$hooks/zz-blksnap-dkms"
+done
 scripts blksnap-dkms "$d"
 finish blksnap-dkms "$d" "$kmod_version-$revision"
 

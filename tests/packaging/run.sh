@@ -4,7 +4,9 @@
 # The Debian packages end to end: build them (deploy/debian/build.sh), check
 # them (contents, dependencies, conffiles, lintian), verify the systemd units
 # (systemd-analyze verify and security), install them with apt on a fresh
-# Debian 12 made by debootstrap, check what the maintainer scripts made,
+# Debian 12 made by debootstrap, check what the maintainer scripts made
+# (DKMS builds blksnap for the 6.1 and 6.12 kernels, before and after the
+# package, and names the headers a kernel without them lacks),
 # start blkfleet-server and blkfleet-agent from the installed packages the
 # way their units would (same flags from /etc/blkfleet/*.conf, same user,
 # no-new-privs and capability bounding set) with certificates made by
@@ -17,8 +19,6 @@
 # Usage: tests/packaging/run.sh     (root; network to deb.debian.org)
 # Env:   BLKFLEET_PKG_MIRROR (default http://deb.debian.org/debian)
 #        BLKFLEET_PKG_KEEP=1 keeps the work directory
-#        BLKFLEET_PKG_DKMS_BUILD=1 also installs linux-headers-amd64 in the chroot and
-#          checks that DKMS builds the module for that kernel (about 3 min more)
 # Ends with "packaging: N passed, N failed".
 set -euo pipefail
 
@@ -144,11 +144,53 @@ mount -t proc proc "$chroot_dir/proc"
 mkdir -p "$chroot_dir/tmp/debs"
 cp "$debs"/*.deb "$chroot_dir/tmp/debs/"
 
+# --- kernels: blksnap-dkms builds the module for each --------------------------
+# The kernels a Debian 12 host has: 6.1 with its headers (headers only: all
+# DKMS needs) and a 6.12 cloud kernel as image only, both before the
+# package; 6.12 stock (its headers depend on its image) after the package,
+# built by DKMS's kernel hooks. INITRD=No: the kernels' initramfs-tools hook
+# makes no initramfs (nothing boots these kernels here).
+kapt() {
+  DEBIAN_FRONTEND=noninteractive INITRD=No chroot "$chroot_dir" \
+    apt-get install -y -q --no-install-recommends "$@"
+}
+# kernel_like ERE: the release in /lib/modules matching ERE (empty if none).
+kernel_like() { in_root ls -1 /lib/modules 2>/dev/null | grep -E "$1" | tail -1 || true; }
+dkms_status() { in_root dkms status 2>&1 || true; }
+# built_for K: dkms status has blksnap installed for kernel K.
+built_for() { grep -F "blksnap/$kmod_version, $1, " <<<"$(dkms_status)" | grep -q ': installed$'; }
+ko_of() { in_root sh -c 'ls -1 /lib/modules/"$1"/updates/dkms/blksnap.ko* 2>/dev/null' _ "$1" | head -1 || true; }
+# module_checks K: DKMS built and installed blksnap for kernel K, for K.
+module_checks() {
+  local k="${1:-none}" ko magic
+  check "dkms status: blksnap/$kmod_version installed for $k" built_for "$k"
+  ko="$(ko_of "$k")"
+  check "blksnap module for $k: ${ko:-none}" test -n "$ko"
+  magic="$(in_root modinfo -F vermagic "${ko:-/none}" 2>/dev/null || true)"
+  check "modinfo vermagic of ${ko##*/} for $k: ${magic:-none}" test "${magic%% *}" = "$k"
+}
+# said LOG TEXT: the log has the line TEXT (a fixed string).
+said() { grep -qF -- "$2" "$1"; }
+no_headers_line() { echo "blksnap-dkms: kernel $1: NO blksnap module: its headers are not installed (package linux-headers-$1)."; }
+
+log "kernels before the package: 6.1 headers, a 6.12 cloud image without headers"
+t=$(now)
+if kapt linux-headers-amd64 linux-image-6.12-cloud-amd64 >"$work/kernels-before.log" 2>&1; then
+  ok "apt install linux-headers-amd64 linux-image-6.12-cloud-amd64"
+else
+  tail -30 "$work/kernels-before.log"
+  bad "apt install linux-headers-amd64 linux-image-6.12-cloud-amd64"
+fi
+echo "kernels_before_seconds $(secs "$t") s"
+k61="$(kernel_like '^6\.1\.[0-9]+-[0-9]+-amd64$')"
+kcloud="$(kernel_like '^6\.12\..*-cloud-amd64$')"
+check "kernels in /lib/modules: 6.1 (${k61:-none}) and 6.12 cloud (${kcloud:-none})" test -n "$k61" -a -n "$kcloud"
+
 log "apt install ./*.deb in the chroot"
 t=$(now)
 install_log="$work/install.log"
-# Without Recommends: linux-headers would make DKMS build the module here,
-# minutes of compiling that the kmod tests already cover.
+# Without Recommends: the root stays minimal; the kernels and headers the
+# test wants are installed above and below by name.
 if (cd "$chroot_dir/tmp/debs" && DEBIAN_FRONTEND=noninteractive chroot "$chroot_dir" \
   sh -c 'cd /tmp/debs && apt-get install -y -q --no-install-recommends ./*.deb') >"$install_log" 2>&1; then
   ok "apt install ./*.deb"
@@ -158,7 +200,7 @@ else
   echo "packaging: $pass passed, $fail failed"
   exit 1
 fi
-echo "apt_install_seconds $(secs "$t") s"
+echo "apt_install_seconds $(secs "$t") s (DKMS builds blksnap for $k61 in it)"
 grep -E 'blksnap-dkms|blkfleet-(agent|server)' "$install_log" | grep -v -e '^Get:' -e '^Selecting' -e '^Preparing' -e '^Unpacking' || true
 
 log "what the packages made"
@@ -179,22 +221,57 @@ check "conffiles registered" bash -c 'grep -q /etc/blkfleet/agent.conf <<<"$1" &
   "$(in_root dpkg-query -W -f='${Conffiles}\n' blkfleet-agent blkfleet-server)"
 check "nothing started in the chroot" bash -c '! pgrep -f "^/usr/sbin/blkfleet-(agent|server)" >/dev/null || 
   for p in $(pgrep -f "^/usr/sbin/blkfleet-(agent|server)"); do [[ "$(readlink "/proc/$p/root")" != "$1" ]] || exit 1; done' _ "$chroot_dir"
-check "dkms registered blksnap/$kmod_version" grep -q "^blksnap/$kmod_version" <<<"$(in_root dkms status 2>&1)"
-check "dkms postinst names the missing headers" grep -q 'no headers for kernel' "$install_log"
+check "dkms registered blksnap/$kmod_version" grep -q "^blksnap/$kmod_version" <<<"$(dkms_status)"
 
-# The module built by DKMS for a Debian kernel: its headers installed after
-# the package, as the postinst message says (about 3 min more: opt-in).
-if [[ "${BLKFLEET_PKG_DKMS_BUILD:-0}" == 1 ]]; then
-  log "linux-headers-amd64 in the chroot: DKMS builds blksnap"
-  t=$(now)
-  DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -q --no-install-recommends \
-    linux-headers-amd64 >"$work/headers.log" 2>&1 || tail -30 "$work/headers.log"
-  echo "dkms_headers_and_build_seconds $(secs "$t") s"
-  kver="$(in_root sh -c 'ls -1 /usr/src | sed -nE "s/^linux-headers-([0-9].*-amd64)$/\1/p" | tail -1')"
-  check "dkms built blksnap for ${kver:-no kernel}" grep -q "^blksnap/$kmod_version, ${kver:-none}, .*: installed" <<<"$(in_root dkms status 2>&1)"
-  check "blksnap.ko for $kver has its vermagic" grep -q "vermagic: *${kver:-none} " \
-    <<<"$(in_root sh -c "modinfo /lib/modules/$kver/updates/dkms/blksnap.ko*" 2>&1)"
+log "blksnap for every kernel present at installation"
+module_checks "$k61"
+check "postinst: built and installed for $k61" said "$install_log" "blksnap-dkms: kernel $k61: blksnap $kmod_version built and installed"
+check "postinst: $kcloud has no module, names linux-headers-$kcloud" said "$install_log" "$(no_headers_line "$kcloud")"
+check "no module for $kcloud (dkms status, /lib/modules)" bash -c '! grep -qF "$1, $2, " <<<"$3" && test -z "$4"' _ \
+  "blksnap/$kmod_version" "$kcloud" "$(dkms_status)" "$(ko_of "$kcloud")"
+check "postinst summary: installed for $k61, NOT for $kcloud" bash -c \
+  'grep -q "^blksnap-dkms: blksnap $3 is installed for:.* $2\( \|$\)" "$1" && grep -q "^blksnap-dkms: NOT for:.* $4\( \|$\)" "$1"' \
+  _ "$install_log" "$k61" "$kmod_version" "$kcloud"
+# Nothing silently skipped: every kernel folder and the running kernel (the
+# host's, which the chroot sees) has its line.
+unreported=()
+for k in $(in_root ls -1 /lib/modules) "$(uname -r)"; do
+  grep -qF "blksnap-dkms: kernel $k" "$install_log" || unreported+=("$k")
+done
+check "postinst: a line for every kernel (${#unreported[@]} without: ${unreported[*]})" test "${#unreported[@]}" = 0
+
+log "a kernel installed after the package: 6.12 image and headers, DKMS's hook builds blksnap"
+t=$(now)
+after_log="$work/kernel-after.log"
+if kapt linux-headers-6.12-amd64 >"$after_log" 2>&1; then
+  ok "apt install linux-headers-6.12-amd64 (with its image)"
+else
+  tail -40 "$after_log"
+  bad "apt install linux-headers-6.12-amd64 (with its image)"
 fi
+echo "kernel_after_seconds $(secs "$t") s (download, unpack, DKMS build for 6.12)"
+k612="$(kernel_like '^6\.12\.[0-9]+\+deb12-amd64$')"
+module_checks "$k612"
+# DKMS's own hook built it: the package's hook, after it, found it installed.
+check "DKMS's hook built it, zz-blksnap-dkms found it installed" said "$after_log" \
+  "blksnap-dkms: kernel ${k612:-none}: blksnap $kmod_version installed ("
+module_checks "$k61"
+
+log "an image-only kernel's hooks run again (dpkg-reconfigure): the package's hook names the headers"
+reconf_log="$work/reconfigure.log"
+DEBIAN_FRONTEND=noninteractive INITRD=No in_root dpkg-reconfigure "linux-image-$kcloud" >"$reconf_log" 2>&1 || tail -20 "$reconf_log"
+check "zz-blksnap-dkms: $kcloud has no module, names linux-headers-$kcloud" said "$reconf_log" "$(no_headers_line "$kcloud")"
+
+log "a kernel outside the supported releases (6.6, headers present) is refused by name"
+fake=6.6.0-99-amd64
+mkdir -p "$chroot_dir/lib/modules/$fake/build/include"
+check "blksnap-dkms-kernel $fake: does not support this kernel" grep -qF \
+  "blksnap-dkms: kernel $fake: NO blksnap module: blksnap $kmod_version does not support this kernel" \
+  <<<"$(in_root /usr/lib/blksnap-dkms/blksnap-dkms-kernel "$fake" 2>&1)"
+rc=0
+in_root dkms build -m blksnap -v "$kmod_version" -k "$fake" >/dev/null 2>&1 || rc=$?
+check "dkms build -k $fake refused by BUILD_EXCLUSIVE_KERNEL (exit $rc, 77 expected)" test "$rc" = 77
+rm -rf "${chroot_dir:?}/lib/modules/$fake"
 
 # --- PKI and configuration as an operator would ---------------------------------
 log "PKI (blkfleet pki) and configuration"
@@ -361,8 +438,8 @@ check "rules: $(jq '[.groups[].rules[]] | length' <<<"${rules:-null}" 2>/dev/nul
 # (the readiness loop above only waits for one of each): the recorded series
 # appears at the next evaluation, 2 s later. Poll for up to 5 intervals.
 eventually() {
-  local i
-  for i in $(seq 1 20); do
+  local _
+  for _ in $(seq 1 20); do
     "$@" && return 0
     sleep 0.5
   done
@@ -423,6 +500,8 @@ check "the repository key kept" test -s "$chroot_dir/etc/blkfleet/repo.key"
 check "the server's backups kept, and said so" \
   bash -c 'test -e "$1/var/lib/blkfleet/catalog.db" && grep -q "are kept" "$2"' _ "$chroot_dir" "$purge_log"
 check "dkms forgot blksnap" bash -c '! chroot "$1" dkms status 2>/dev/null | grep -q blksnap && ! test -e "$1/usr/src/blksnap-$2"' _ "$chroot_dir" "$kmod_version"
+check "the built modules gone ($k61, $k612)" bash -c '! compgen -G "$1/lib/modules/*/updates/dkms/blksnap.ko*" >/dev/null' _ "$chroot_dir"
+check "the kernel hooks gone" bash -c '! compgen -G "$1/etc/kernel/*/zz-blksnap-dkms" >/dev/null' _ "$chroot_dir"
 
 echo "packaging: $pass passed, $fail failed"
 ((fail == 0))
