@@ -18,12 +18,15 @@
 #
 # Usage: tests/packaging/run.sh     (root; network to deb.debian.org)
 # Env:   BLKFLEET_PKG_MIRROR (default http://deb.debian.org/debian)
+#        BLKFLEET_PKG_SECURITY_MIRROR (default http://deb.debian.org/debian-security:
+#          bookworm-security, where Debian 12 has its 6.12 kernels and current 6.1)
 #        BLKFLEET_PKG_KEEP=1 keeps the work directory
 # Ends with "packaging: N passed, N failed".
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mirror="${BLKFLEET_PKG_MIRROR:-http://deb.debian.org/debian}"
+security_mirror="${BLKFLEET_PKG_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 work="$(mktemp -d /tmp/blkfleet-pkg.XXXXXX)"
 chroot_dir="$work/root"
 pass=0
@@ -141,6 +144,9 @@ debootstrap --variant=minbase bookworm "$chroot_dir" "$mirror" >"$work/debootstr
 echo "debootstrap_seconds $(secs "$t") s"
 cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
 mount -t proc proc "$chroot_dir/proc"
+# bookworm-security as on any Debian 12 host: the 6.12 kernels are there only.
+echo "deb $security_mirror bookworm-security main" >>"$chroot_dir/etc/apt/sources.list"
+in_root apt-get update -q >"$work/apt-update.log" 2>&1 || { tail -20 "$work/apt-update.log"; bad "apt-get update (bookworm-security)"; }
 mkdir -p "$chroot_dir/tmp/debs"
 cp "$debs"/*.deb "$chroot_dir/tmp/debs/"
 
@@ -168,6 +174,8 @@ module_checks() {
   check "blksnap module for $k: ${ko:-none}" test -n "$ko"
   magic="$(in_root modinfo -F vermagic "${ko:-/none}" 2>/dev/null || true)"
   check "modinfo vermagic of ${ko##*/} for $k: ${magic:-none}" test "${magic%% *}" = "$k"
+  check "DKMS's make.log for $k: no compiler warning" bash -c 'test -s "$1" && ! grep -q "warning:" "$1"' _ \
+    "$chroot_dir/var/lib/dkms/blksnap/$kmod_version/$k/x86_64/log/make.log"
 }
 # said LOG TEXT: the log has the line TEXT (a fixed string).
 said() { grep -qF -- "$2" "$1"; }
@@ -227,7 +235,7 @@ log "blksnap for every kernel present at installation"
 module_checks "$k61"
 check "postinst: built and installed for $k61" said "$install_log" "blksnap-dkms: kernel $k61: blksnap $kmod_version built and installed"
 check "postinst: $kcloud has no module, names linux-headers-$kcloud" said "$install_log" "$(no_headers_line "$kcloud")"
-check "no module for $kcloud (dkms status, /lib/modules)" bash -c '! grep -qF "$1, $2, " <<<"$3" && test -z "$4"' _ \
+check "no module for ${kcloud:-none} (dkms status, /lib/modules)" bash -c '[[ -n $2 ]] && ! grep -qF "$1, $2, " <<<"$3" && test -z "$4"' _ \
   "blksnap/$kmod_version" "$kcloud" "$(dkms_status)" "$(ko_of "$kcloud")"
 check "postinst summary: installed for $k61, NOT for $kcloud" bash -c \
   'grep -q "^blksnap-dkms: blksnap $3 is installed for:.* $2\( \|$\)" "$1" && grep -q "^blksnap-dkms: NOT for:.* $4\( \|$\)" "$1"' \
