@@ -148,15 +148,17 @@ for part in "${parts[@]}"; do
       # Every case on the kernels most hosts run; on the others, the cases
       # that exercise what differs between kernels (interception, IBT, the
       # copy-on-write path, overflow, unload) unless kmod-full.
-      core=(ibt content cbt diffstorage unload inflight)
-      [[ $part == kmod-full ]] && core=()
+      core=(ibt content cbt diffstorage unload inflight hotremove)
+      # The patched kernels have lockdep: the destroy-removal race there too.
+      patched=("${core[@]}" removerace)
+      [[ $part == kmod-full ]] && core=() patched=()
       run_counted "kmod-6.1" kmod/tests/run --kernel 6.1
       run_counted "kmod-6.12" kmod/tests/run --kernel 6.12
       run_counted "kmod-6.12-rt" kmod/tests/run --kernel 6.12-rt "${core[@]}"
       run_counted "kmod-6.12-cloud" kmod/tests/run --kernel 6.12-cloud "${core[@]}"
       # A kernel built with the block-filter patch series, then the filter
       # mechanism's own tests.
-      run_counted "kmod-6.1-patched" kmod/tests/run --kernel 6.1-patched "${core[@]}"
+      run_counted "kmod-6.1-patched" kmod/tests/run --kernel 6.1-patched "${patched[@]}"
       run_counted "kmod-filter" kmod/tests/patch/run
       # The agent's kernel backend held to the backend conformance suite on
       # real virtio disks, on both kernels.

@@ -127,4 +127,24 @@ blksnap_alloc_disk(const struct blksnap_disk_limits *limits)
 #endif
 }
 
+/*
+ * BLKSNAP_CLASS_REMOVE_DEV(wrapper, fn) defines @wrapper, a remove_dev()
+ * callback of a struct class_interface that calls void fn(struct device *).
+ * 6.4 dropped the callbacks' class_interface argument.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+#define BLKSNAP_CLASS_REMOVE_DEV(wrapper, fn)				\
+	static void wrapper(struct device *dev)				\
+	{								\
+		fn(dev);						\
+	}
+#else
+#define BLKSNAP_CLASS_REMOVE_DEV(wrapper, fn)				\
+	static void wrapper(struct device *dev,				\
+			    struct class_interface *intf)		\
+	{								\
+		fn(dev);						\
+	}
+#endif
+
 #endif /* __BLKSNAP_COMPAT_H */

@@ -388,7 +388,8 @@ int diff_area_image_io(struct diff_area *area, bool write, sector_t sector,
 
 struct diff_area *diff_area_new(struct snapshot *snapshot,
 				struct tracker *tracker,
-				struct diff_storage *storage)
+				struct diff_storage *storage,
+				struct blksnap_bdev_ref *orig)
 {
 	unsigned int shift = chunk_minimum_shift - SECTOR_SHIFT;
 	unsigned int max_shift = chunk_maximum_shift - SECTOR_SHIFT;
@@ -398,15 +399,14 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 	area = kzalloc(sizeof(*area), GFP_KERNEL);
 	if (!area)
 		return ERR_PTR(-ENOMEM);
-	ret = blksnap_bdev_open_read(tracker->dev, &area->orig);
-	if (ret)
-		goto out_free;
-	area->orig_bdev = area->orig.bdev;
-	area->capacity = bdev_nr_sectors(area->orig_bdev);
+	area->capacity = bdev_nr_sectors(orig->bdev);
 	if (!area->capacity) {
 		ret = -EINVAL;
-		goto out_put_bdev;
+		goto out_free;
 	}
+	area->orig = *orig;
+	memset(orig, 0, sizeof(*orig));
+	area->orig_bdev = area->orig.bdev;
 	while (shift < max_shift &&
 	       DIV_ROUND_UP_SECTOR_T(area->capacity, 1ULL << shift) >
 	       chunk_maximum_count)
@@ -433,8 +433,6 @@ struct diff_area *diff_area_new(struct snapshot *snapshot,
 	}
 	return area;
 
-out_put_bdev:
-	blksnap_bdev_close(&area->orig);
 out_free:
 	kfree(area);
 	return ERR_PTR(ret);

@@ -79,9 +79,15 @@ extern struct workqueue_struct *blksnap_wq;
 int diff_area_init(void);
 void diff_area_done(void);
 
+/*
+ * @orig: the device, opened by the caller (not under snapshots_lock, see
+ * snapshot_take()); the area keeps it on success and @orig is left empty.
+ */
 struct diff_area *diff_area_new(struct snapshot *snapshot,
 				struct tracker *tracker,
-				struct diff_storage *storage);
+				struct diff_storage *storage,
+				struct blksnap_bdev_ref *orig);
+/* Closes the device: not under snapshots_lock. */
 void diff_area_free(struct diff_area *area);
 bool diff_area_cow(struct diff_area *area, struct bio *bio);
 bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,

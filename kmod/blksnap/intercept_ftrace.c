@@ -10,6 +10,12 @@
  *    are served here, with the patched kernel's semantics;
  *  - del_gendisk(): the filters of a disk and its partitions are detached
  *    before the disk goes away.
+ * A partition deleted on its own (BLKPG, a partition table re-read) has its
+ * filter detached by a class interface on the block device class, whose
+ * remove_dev() the driver core calls from device_del(), no hook needed.
+ * A filter holds no open reference of its device, so it pins neither the
+ * device nor its driver: a tracked zram or loop device can be removed and
+ * its driver unloaded, and the filter goes with it, as on a patched kernel.
  *
  * The ftrace callback only decides whether to redirect (an xarray lookup
  * under RCU); everything else runs in the replacement function, which may
@@ -42,6 +48,7 @@
 #include <linux/srcu.h>
 #include <linux/uaccess.h>
 #include <linux/wait_bit.h>
+#include <linux/workqueue.h>
 #include <linux/xarray.h>
 #include "../include/uapi/linux/blk-filter.h"
 #include "compat.h"
@@ -52,11 +59,13 @@
 struct attached_filter {
 	struct blkfilter *flt;
 	/*
-	 * Our own open reference (read-only): keeps a partition from being
-	 * deleted under the filter, as the patched kernel detaches on
-	 * partition removal and we can only hook disk removal.
+	 * A device reference (not an open one): keeps the structure from
+	 * being freed or reused while the filter is attached. Removal of the
+	 * device detaches the filter first (del_gendisk(), remove_dev()).
 	 */
-	struct blksnap_bdev_ref ref;
+	struct block_device *bdev;
+	/* Detach after the device's removal (removal_watch). */
+	struct work_struct removed_work;
 };
 
 /*
@@ -206,20 +215,91 @@ void blksnap_submit_bio_bypass(struct bio *bio)
 	submit_bio_noacct(bio);
 }
 
-/* Called with filters_lock held. */
-static void detach_locked(struct attached_filter *af)
+/* Called with filters_lock held, once @af has left @filters. */
+static void detach_finish_locked(struct attached_filter *af)
 {
-	dev_t dev = af->ref.bdev->bd_dev;
-
-	xa_erase(&filters, dev);
 	/* No bio is inside the filter any more, nor will enter it. */
 	synchronize_srcu(&filters_srcu);
 	af->flt->ops->detach(af->flt);
-	blksnap_bdev_close(&af->ref);
+	put_device(&af->bdev->bd_device);
 	module_put(filter_ops->owner);
 	/* ftrace callbacks read the entry under plain RCU. */
 	synchronize_rcu();
 	kfree(af);
+}
+
+/* Called with filters_lock held. */
+static void detach_locked(struct attached_filter *af)
+{
+	xa_erase(&filters, af->bdev->bd_dev);
+	detach_finish_locked(af);
+}
+
+/*
+ * A block device that goes away without del_gendisk() of its disk: a
+ * partition deleted by BLKPG_DEL_PARTITION or dropped by a re-read of the
+ * partition table (it is not open then: the kernel refuses both while it
+ * is). The driver core calls remove_dev() of every interface of the block
+ * class from device_del(), under the class's mutex, which a take also
+ * acquires (snapshots_lock, then add_disk() of an image): the filter leaves
+ * @filters here, so that no bio and no ioctl reaches it any more, and the
+ * rest of the detach (the tracker, its snapshot) runs in removed_wq.
+ */
+static struct workqueue_struct *removed_wq;
+
+static void removed_work_fn(struct work_struct *work)
+{
+	struct attached_filter *af =
+		container_of(work, struct attached_filter, removed_work);
+
+	mutex_lock(&filters_lock);
+	detach_finish_locked(af);
+	mutex_unlock(&filters_lock);
+}
+
+static void block_dev_removed(struct device *dev)
+{
+	struct block_device *bdev = dev_to_bdev(dev);
+	struct attached_filter *af;
+
+	mutex_lock(&filters_lock);
+	af = xa_load(&filters, bdev->bd_dev);
+	if (af && af->bdev == bdev) {
+		xa_erase(&filters, bdev->bd_dev);
+		pr_info("%pg removed, its filter detached\n", bdev);
+		INIT_WORK(&af->removed_work, removed_work_fn);
+		queue_work(removed_wq, &af->removed_work);
+	}
+	mutex_unlock(&filters_lock);
+}
+
+BLKSNAP_CLASS_REMOVE_DEV(block_dev_removed_cb, block_dev_removed);
+
+static struct class_interface removal_watch = {
+	.remove_dev = block_dev_removed_cb,
+};
+
+static DEFINE_MUTEX(removal_watch_lock);
+static bool removal_watch_on;
+
+/*
+ * The block device class is not exported: the watch is registered with the
+ * class of the first device a filter attaches to, before that attach takes
+ * filters_lock (register takes the class's mutex, under which
+ * block_dev_removed() takes filters_lock).
+ */
+static int removal_watch_start(struct block_device *bdev)
+{
+	int ret = 0;
+
+	mutex_lock(&removal_watch_lock);
+	if (!removal_watch_on) {
+		removal_watch.class = bdev->bd_device.class;
+		ret = class_interface_register(&removal_watch);
+		removal_watch_on = !ret;
+	}
+	mutex_unlock(&removal_watch_lock);
+	return ret;
 }
 
 /*
@@ -253,6 +333,9 @@ static int filter_attach(struct block_device *bdev,
 	ret = filter_arg_get(&arg, uarg, sizeof(arg));
 	if (ret)
 		return ret;
+	/* Attach options are reserved, as in the patched kernel. */
+	if (arg.optlen)
+		return -EINVAL;
 	/*
 	 * The module deletes its images itself, with a del_gendisk() that is
 	 * not intercepted (see the top of this file), so it could not detach
@@ -260,6 +343,9 @@ static int filter_attach(struct block_device *bdev,
 	 */
 	if (snapimage_is_image(bdev))
 		return -EINVAL;
+	ret = removal_watch_start(bdev);
+	if (ret)
+		return ret;
 
 	af = kzalloc(sizeof(*af), GFP_KERNEL);
 	if (!af)
@@ -274,10 +360,10 @@ static int filter_attach(struct block_device *bdev,
 		ret = -ENODEV;
 		goto out_unlock;
 	}
-	ret = blksnap_bdev_open_read(bdev->bd_dev, &af->ref);
-	if (ret)
-		goto out_put_module;
-	flt = filter_ops->attach(af->ref.bdev);
+	/* The caller has @bdev open: it cannot go away before this. */
+	af->bdev = bdev;
+	get_device(&bdev->bd_device);
+	flt = filter_ops->attach(bdev);
 	if (IS_ERR(flt)) {
 		ret = PTR_ERR(flt);
 		goto out_put_bdev;
@@ -292,8 +378,7 @@ static int filter_attach(struct block_device *bdev,
 out_detach:
 	filter_ops->detach(flt);
 out_put_bdev:
-	blksnap_bdev_close(&af->ref);
-out_put_module:
+	put_device(&bdev->bd_device);
 	module_put(filter_ops->owner);
 out_unlock:
 	mutex_unlock(&filters_lock);
@@ -377,7 +462,7 @@ static void blksnap_del_gendisk(struct gendisk *disk)
 	hook_enter();
 	mutex_lock(&filters_lock);
 	xa_for_each(&filters, dev, af) {
-		if (af->ref.bdev->bd_disk == disk)
+		if (af->bdev->bd_disk == disk)
 			detach_locked(af);
 	}
 	mutex_unlock(&filters_lock);
@@ -434,6 +519,9 @@ int blksnap_intercept_init(struct blkfilter_operations *ops)
 	int i, ret;
 
 	filter_ops = ops;
+	removed_wq = alloc_workqueue("blksnap_removed", 0, 0);
+	if (!removed_wq)
+		return -ENOMEM;
 	for (i = 0; i < HOOK_COUNT; i++) {
 		ret = hook_install(&hooks[i]);
 		if (ret)
@@ -446,6 +534,7 @@ out_remove:
 	while (--i >= 0)
 		hook_remove(&hooks[i]);
 	synchronize_rcu_tasks();
+	destroy_workqueue(removed_wq);
 	return ret;
 }
 
@@ -453,8 +542,14 @@ void blksnap_intercept_exit(struct blkfilter_operations *ops)
 {
 	int i;
 
-	/* Attached filters hold a module reference: none is left here. */
+	/*
+	 * Attached filters hold a module reference: none is left here, but a
+	 * removed device's detach may still be ending (its module_put() done).
+	 */
 	WARN_ON(!xa_empty(&filters));
+	if (removal_watch_on)
+		class_interface_unregister(&removal_watch);
+	destroy_workqueue(removed_wq);
 	for (i = HOOK_COUNT - 1; i >= 0; i--)
 		hook_remove(&hooks[i]);
 	/* Tasks redirected before the hooks went away leave our text. */

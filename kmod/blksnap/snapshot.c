@@ -58,12 +58,20 @@ struct snapshot {
 
 /*
  * Guards the list of snapshots, their membership and take state, and
- * tracker.snapshot/bdev. Lock order: the filter lock (block layer or
- * intercept_ftrace.c) before snapshots_lock. Never held around
- * del_gendisk(), which takes the filter lock on stock kernels.
+ * tracker.snapshot/bdev. Lock order: a disk's open_mutex, then the filter
+ * lock (block layer or intercept_ftrace.c), then snapshots_lock: nothing
+ * opens or closes a block device under snapshots_lock (see struct
+ * take_dev). Never held around del_gendisk(), which takes the filter lock.
  */
 static DEFINE_MUTEX(snapshots_lock);
 static LIST_HEAD(snapshots);
+
+/*
+ * Serialises take and destroy, outside every other lock: a take makes its
+ * images (add_disk(), which takes the image's open_mutex) after dropping
+ * snapshots_lock, and no destroy can free the areas under it meanwhile.
+ */
+static DEFINE_MUTEX(snapshot_ctl_lock);
 
 static void snapshot_release(struct kref *kref)
 {
@@ -134,7 +142,8 @@ int snapshot_create(const char *path, sector_t limit, uuid_t *id)
 	return 0;
 }
 
-int snapshot_destroy(const uuid_t *id)
+/* Called with snapshot_ctl_lock held. */
+static int destroy_ctl_locked(const uuid_t *id)
 {
 	struct snapshot_member *member, *next;
 	struct snapshot *snapshot;
@@ -182,17 +191,14 @@ int snapshot_destroy(const uuid_t *id)
 	return 0;
 }
 
-/* Called with snapshots_lock held. */
-static void free_areas_locked(struct snapshot *snapshot)
+int snapshot_destroy(const uuid_t *id)
 {
-	struct snapshot_member *member;
+	int ret;
 
-	list_for_each_entry(member, &snapshot->members, link) {
-		if (member->area) {
-			diff_area_free(member->area);
-			member->area = NULL;
-		}
-	}
+	mutex_lock(&snapshot_ctl_lock);
+	ret = destroy_ctl_locked(id);
+	mutex_unlock(&snapshot_ctl_lock);
+	return ret;
 }
 
 /* Called with snapshots_lock held; writes are held off by the caller. */
@@ -207,40 +213,124 @@ static void switch_locked(struct snapshot *snapshot)
 	snapshot->is_taken = true;
 }
 
-int snapshot_take(const uuid_t *id)
+/*
+ * A device of a snapshot being taken. Opening a device takes its disk's
+ * open_mutex, under which the block layer detaches the filters of a disk
+ * or partition that goes away (and the detach takes snapshots_lock): a take
+ * opens its devices before it takes snapshots_lock and closes what it does
+ * not keep after dropping it, as it frees the areas of a failed take.
+ */
+struct take_dev {
+	struct tracker *tracker;
+	struct blksnap_bdev_ref ref;
+	struct diff_area *area;		/* to free: the take failed */
+	struct diff_area *taken;	/* to make an image of */
+	struct snapimage *image;
+};
+
+static void take_devs_free(struct take_dev *devs, unsigned int n)
 {
-	struct snapshot_member *member, *failed = NULL;
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		if (devs[i].area)
+			diff_area_free(devs[i].area);
+		if (devs[i].ref.bdev)
+			blksnap_bdev_close(&devs[i].ref);
+		tracker_put(devs[i].tracker);
+	}
+	kfree(devs);
+}
+
+/* The snapshot's devices, opened; *@n of them. */
+static int take_open_devs(const uuid_t *id, struct take_dev **devsp,
+			  unsigned int *n)
+{
+	struct snapshot_member *member;
 	struct snapshot *snapshot;
+	struct take_dev *devs;
+	unsigned int i = 0;
 	int ret = 0;
 
 	mutex_lock(&snapshots_lock);
 	snapshot = snapshot_find_locked(id);
-	if (!snapshot) {
+	if (!snapshot)
 		ret = -ENOENT;
-		goto out_unlock;
-	}
-	if (snapshot->is_taken) {
+	else if (snapshot->is_taken)
 		ret = -EALREADY;
-		goto out_unlock;
-	}
-	if (list_empty(&snapshot->members)) {
+	else if (list_empty(&snapshot->members))
 		ret = -ENODEV;
-		goto out_unlock;
+	if (ret) {
+		mutex_unlock(&snapshots_lock);
+		return ret;
 	}
+	list_for_each_entry(member, &snapshot->members, link)
+		i++;
+	devs = kcalloc(i, sizeof(*devs), GFP_KERNEL);
+	if (!devs) {
+		mutex_unlock(&snapshots_lock);
+		return -ENOMEM;
+	}
+	*n = 0;
+	list_for_each_entry(member, &snapshot->members, link) {
+		tracker_get(member->tracker);
+		devs[(*n)++].tracker = member->tracker;
+	}
+	mutex_unlock(&snapshots_lock);
+
+	for (i = 0; i < *n; i++) {
+		ret = blksnap_bdev_open_read(devs[i].tracker->dev,
+					     &devs[i].ref);
+		if (ret) {
+			take_devs_free(devs, *n);
+			return ret;
+		}
+	}
+	*devsp = devs;
+	return 0;
+}
+
+/* Called with snapshots_lock held. */
+static int take_locked(const uuid_t *id, struct take_dev *devs,
+		       unsigned int n)
+{
+	struct snapshot_member *member, *failed = NULL;
+	struct snapshot *snapshot;
+	unsigned int i = 0;
+	int ret = 0;
+
+	snapshot = snapshot_find_locked(id);
+	if (!snapshot)
+		return -ENOENT;
+	if (snapshot->is_taken)
+		return -EALREADY;
+	/* A device added or removed while the devices were opened. */
+	list_for_each_entry(member, &snapshot->members, link) {
+		if (i == n || member->tracker != devs[i].tracker)
+			return -EAGAIN;
+		i++;
+	}
+	if (i != n)
+		return -EAGAIN;
+
+	i = 0;
 	list_for_each_entry(member, &snapshot->members, link) {
 		struct diff_area *area;
 
-		if (!member->tracker->bdev) {
+		/* The device went away since it was opened. */
+		if (!member->tracker->bdev ||
+		    devs[i].ref.bdev != member->tracker->bdev) {
 			ret = -ENODEV;
 			goto out_free_areas;
 		}
 		area = diff_area_new(snapshot, member->tracker,
-				     snapshot->storage);
+				     snapshot->storage, &devs[i].ref);
 		if (IS_ERR(area)) {
 			ret = PTR_ERR(area);
 			goto out_free_areas;
 		}
 		member->area = area;
+		i++;
 	}
 
 	/* File systems on the devices flush and stop writing. */
@@ -278,28 +368,77 @@ int snapshot_take(const uuid_t *id)
 	list_for_each_entry(member, &snapshot->members, link)
 		tracker_wait_writes_before_take(member->tracker);
 
-	/*
-	 * Copy-on-write runs from here on. An image that cannot be made
-	 * leaves the snapshot corrupted rather than undoing the take, which
-	 * would mean deleting disks under snapshots_lock.
-	 */
-	list_for_each_entry(member, &snapshot->members, link) {
-		struct snapimage *image = snapimage_create(member->area);
-
-		if (IS_ERR(image)) {
-			snapshot_set_error(snapshot, member->tracker->dev,
-					   PTR_ERR(image));
-			continue;
-		}
-		member->image = image;
-	}
-	pr_info("snapshot %pUb taken\n", id);
-	goto out_unlock;
+	i = 0;
+	list_for_each_entry(member, &snapshot->members, link)
+		devs[i++].taken = member->area;
+	return 0;
 
 out_free_areas:
-	free_areas_locked(snapshot);
-out_unlock:
+	/* Freed by the caller, once snapshots_lock is dropped. */
+	i = 0;
+	list_for_each_entry(member, &snapshot->members, link) {
+		devs[i++].area = member->area;
+		member->area = NULL;
+	}
+	return ret;
+}
+
+/*
+ * Copy-on-write runs from the switch on; the images are made outside
+ * snapshots_lock. An image that cannot be made leaves the snapshot
+ * corrupted rather than undoing the take.
+ */
+static void take_images(const uuid_t *id, struct take_dev *devs,
+			unsigned int n)
+{
+	struct snapshot_member *member;
+	struct snapshot *snapshot;
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		devs[i].image = snapimage_create(devs[i].taken);
+
+	mutex_lock(&snapshots_lock);
+	/* Taken, and no destroy while snapshot_ctl_lock is held. */
+	snapshot = snapshot_find_locked(id);
+	if (WARN_ON(!snapshot)) {
+		mutex_unlock(&snapshots_lock);
+		for (i = 0; i < n; i++)
+			if (!IS_ERR(devs[i].image))
+				snapimage_free(devs[i].image);
+		return;
+	}
+	i = 0;
+	list_for_each_entry(member, &snapshot->members, link) {
+		if (IS_ERR(devs[i].image))
+			snapshot_set_error(snapshot, member->tracker->dev,
+					   PTR_ERR(devs[i].image));
+		else
+			member->image = devs[i].image;
+		i++;
+	}
 	mutex_unlock(&snapshots_lock);
+	pr_info("snapshot %pUb taken\n", id);
+}
+
+int snapshot_take(const uuid_t *id)
+{
+	struct take_dev *devs;
+	unsigned int n;
+	int ret;
+
+	mutex_lock(&snapshot_ctl_lock);
+	ret = take_open_devs(id, &devs, &n);
+	if (ret)
+		goto out;
+	mutex_lock(&snapshots_lock);
+	ret = take_locked(id, devs, n);
+	mutex_unlock(&snapshots_lock);
+	if (!ret)
+		take_images(id, devs, n);
+	take_devs_free(devs, n);
+out:
+	mutex_unlock(&snapshot_ctl_lock);
 	return ret;
 }
 

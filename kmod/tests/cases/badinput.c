@@ -135,6 +135,13 @@ int main(int argc, char **argv)
 	strcpy((char *)att.name, "nosuchfilter");
 	expect_one_of(raw_ioctl(b, BLKFILTER_ATTACH, &att), "attach of an unknown filter",
 		      ENOENT, EINVAL, ENODEV, 0);
+	/* Attach options are reserved, as in the patched kernel's API. */
+	memset(&att, 0, sizeof(att));
+	strcpy((char *)att.name, "blksnap");
+	att.optlen = 8;
+	expect_one_of(raw_ioctl(b, BLKFILTER_ATTACH, &att), "ATTACH with options", EINVAL, 0);
+	t_expect_err(bs_detach(b), ENOENT, "detach after the refused ATTACH with options");
+	checks++;
 	expect_one_of(raw_ioctl(b, BLKFILTER_ATTACH, BAD_PTR), "ATTACH, bad pointer", EFAULT, 0);
 	expect_one_of(raw_ioctl(b, BLKFILTER_DETACH, BAD_PTR), "DETACH, bad pointer", EFAULT, 0);
 	expect_one_of(raw_ioctl(b, BLKFILTER_CTL, BAD_PTR), "CTL, bad pointer", EFAULT, 0);

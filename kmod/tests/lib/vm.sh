@@ -232,7 +232,7 @@ bf_build_initramfs() {
 		bf_copy_with_libs "$root" "$(PATH=$PATH:/sbin:/usr/sbin command -v "$p")"
 	done
 	ln -s mke2fs "$root/bin/mkfs.ext4"
-	bf_copy_kernel_modules "$root" virtio_pci virtio_blk crc32c_generic ext4 dm_snapshot dm_delay
+	bf_copy_kernel_modules "$root" virtio_pci virtio_blk crc32c_generic ext4 dm_snapshot dm_delay zram loop
 	printf 'root:x:0:0:root:/:/bin/sh\n' >"$root/etc/passwd"
 	(cd -- "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$WORK/initramfs.cpio"
 }
