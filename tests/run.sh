@@ -7,9 +7,11 @@
 #   tests/run.sh conformance     backend conformance suite (sim backend)
 #   tests/run.sh integration     real processes over loopback gRPC
 #   tests/run.sh kmod            the blksnap module in QEMU on the kernel matrix: every case on
-#                                Debian's 6.1 and 6.12, the core cases on 6.12-rt, 6.12-cloud
-#                                and 6.1 with kmod/patches (built, ~5 min), the filter patch
-#                                tests, and the conformance suite on the kernel backend in the VM
+#                                Debian's 6.1 and 6.12 and on 6.12 with kmod/patches/linux-6.12,
+#                                the core cases on 6.12-rt, 6.12-cloud and 6.1 with
+#                                kmod/patches/linux-6.1 (patched kernels built, ~7 min each),
+#                                the filter patch tests on both patched kernels, and the
+#                                conformance suite on the kernel backend in the VM
 #   tests/run.sh kmod-full       every case on every kernel of the matrix (before a release)
 #   tests/run.sh packaging       the Debian packages: built, lintian, units verified, installed
 #                                with apt on a debootstrap'ed Debian 12, daemons run as their
@@ -160,6 +162,10 @@ for part in "${parts[@]}"; do
       # mechanism's own tests.
       run_counted "kmod-6.1-patched" kmod/tests/run --kernel 6.1-patched "${patched[@]}"
       run_counted "kmod-filter" kmod/tests/patch/run
+      # Every case on the 6.12 kernel with the 6.12 series, and its filter
+      # tests.
+      run_counted "kmod-6.12-patched" kmod/tests/run --kernel 6.12-patched
+      run_counted "kmod-filter-6.12" kmod/tests/patch/run --series 6.12
       # The agent's kernel backend held to the backend conformance suite on
       # real virtio disks, on both kernels.
       run_counted "conformance-vm-stock" tests/conformance/vm/run

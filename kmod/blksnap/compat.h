@@ -147,4 +147,24 @@ blksnap_alloc_disk(const struct blksnap_disk_limits *limits)
 	}
 #endif
 
+/*
+ * vfs_iter_write() with the file system's freeze protection held, which it
+ * takes itself from 6.7 on (taking it twice deadlocks against a freeze).
+ */
+static inline ssize_t blksnap_file_write_iter(struct file *file,
+					      struct iov_iter *iter,
+					      loff_t *pos)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	return vfs_iter_write(file, iter, pos, 0);
+#else
+	ssize_t ret;
+
+	file_start_write(file);
+	ret = vfs_iter_write(file, iter, pos, 0);
+	file_end_write(file);
+	return ret;
+#endif
+}
+
 #endif /* __BLKSNAP_COMPAT_H */

@@ -12,6 +12,7 @@
 #include <linux/slab.h>
 #include <linux/uio.h>
 #include "../include/uapi/linux/blksnap.h"
+#include "compat.h"
 #include "diff_storage.h"
 #include "event_queue.h"
 #include "params.h"
@@ -250,9 +251,7 @@ int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
 		      skip + bytes);
 	iov_iter_advance(&iter, skip);
 	if (write) {
-		file_start_write(storage->file);
-		ret = vfs_iter_write(storage->file, &iter, &pos, 0);
-		file_end_write(storage->file);
+		ret = blksnap_file_write_iter(storage->file, &iter, &pos);
 	} else {
 		ret = storage_read_direct(storage, &iter, pos);
 		if (ret == -EOPNOTSUPP)

@@ -91,6 +91,8 @@ static void tracker_write_end(struct bio *clone)
 					       clone);
 	struct tracker *tracker = w->tracker;
 	struct bio *orig = w->orig;
+	/* @w lives in the clone's front pad: freed with the clone below. */
+	atomic_t *in_flight = &tracker->writes_in_flight[w->seen & 1];
 
 	cbt_map_remark(tracker->cbt_map, w->sector, w->count, w->seen);
 	orig->bi_status = clone->bi_status;
@@ -100,8 +102,8 @@ static void tracker_write_end(struct bio *clone)
 	 * The waiter may free the tracker once it reads zero: wake_up_var()
 	 * only hashes the address, it does not touch the tracker.
 	 */
-	if (atomic_dec_and_test(&tracker->writes_in_flight[w->seen & 1]))
-		wake_up_var(&tracker->writes_in_flight[w->seen & 1]);
+	if (atomic_dec_and_test(in_flight))
+		wake_up_var(in_flight);
 }
 
 static bool tracker_submit_bio(struct bio *bio)
