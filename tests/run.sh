@@ -172,6 +172,7 @@ for part in "${parts[@]}"; do
       run_counted "conformance-vm-patched" tests/conformance/vm/run --patched
       if [[ $part == kmod-full ]]; then
         run_counted "conformance-vm-6.12" tests/conformance/vm/run --kernel 6.12
+        run_counted "conformance-vm-6.12-patched" tests/conformance/vm/run --kernel 6.12-patched
       fi
       ;;
     packaging)
