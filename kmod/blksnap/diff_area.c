@@ -253,6 +253,25 @@ static int image_read_part(struct diff_area *area, sector_t sector,
 }
 
 /*
+ * Whether the image can no longer be trusted: the snapshot failed, or the
+ * origin's filter has been unpublished by a detach (device removal) that
+ * has not marked the snapshot failed yet. From that moment writes reach the
+ * origin without copy-on-write, so a read of the origin that ends after it
+ * may hold them; one that ended before it, checked here after its end,
+ * does not. Safe in any context.
+ */
+static bool area_lost(struct diff_area *area)
+{
+	if (snapshot_error(area->snapshot))
+		return true;
+	/* Order the read's completion before the look at the filter. */
+	smp_mb();
+	/* The detach marks the snapshot failed itself, in process context. */
+	return !blksnap_filter_published(area->orig_bdev,
+					 &area->tracker->filter);
+}
+
+/*
  * Whether [@sector, @sector + @count) of the image is, at this moment, the
  * origin's data: no chunk of it has a copy and the snapshot is sound. Safe
  * in any context (RCU lookups only).
@@ -265,7 +284,7 @@ bool diff_area_image_on_origin(struct diff_area *area, sector_t sector,
 {
 	unsigned long first, last;
 
-	if (snapshot_error(area->snapshot) ||
+	if (area_lost(area) ||
 	    !chunk_range(area, sector, count, &first, &last))
 		return false;
 	return !xa_find(&area->chunks, &first, last, XA_PRESENT);
@@ -305,10 +324,10 @@ struct block_device *diff_area_image_in_storage(struct diff_area *area,
 	return diff_storage_direct_bdev(area->storage, *diff, count);
 }
 
-/* Whether the snapshot still holds: no overflow, no failed copy. */
+/* Whether the snapshot still holds: no overflow, no failed copy, attached. */
 bool diff_area_sound(struct diff_area *area)
 {
-	return !snapshot_error(area->snapshot);
+	return !area_lost(area);
 }
 
 /* Read from the snapshot image, across any number of chunks. */
@@ -333,7 +352,7 @@ static int image_read(struct diff_area *area, sector_t sector,
 	}
 	if (ret)
 		return ret;
-	return snapshot_error(area->snapshot) ? -EIO : 0;
+	return area_lost(area) ? -EIO : 0;
 }
 
 /*

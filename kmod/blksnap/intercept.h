@@ -23,6 +23,12 @@ static inline struct blkfilter *blksnap_bio_filter(struct bio *bio)
 	return READ_ONCE(bio->bi_bdev->bd_filter);
 }
 
+static inline bool blksnap_filter_published(struct block_device *bdev,
+					    struct blkfilter *flt)
+{
+	return READ_ONCE(bdev->bd_filter) == flt;
+}
+
 #else /* BLKSNAP_NATIVE_FILTER */
 
 struct blkfilter_operations;
@@ -53,7 +59,16 @@ struct blkfilter_operations {
 /* The filter of bio->bi_bdev, or NULL; valid inside ops->submit_bio(). */
 struct blkfilter *blksnap_bio_filter(struct bio *bio);
 
+bool blksnap_filter_published(struct block_device *bdev, struct blkfilter *flt);
+
 #endif /* BLKSNAP_NATIVE_FILTER */
+
+/*
+ * blksnap_filter_published(bdev, flt): is @flt still the filter that bios
+ * submitted to @bdev pass? False from the moment a detach unpublishes it,
+ * before the filter's detach() is called: writes submitted from then on
+ * are not seen by it. Any context.
+ */
 
 /* Start and stop delivering bios and ioctls to @ops. */
 int blksnap_intercept_init(struct blkfilter_operations *ops);

@@ -66,12 +66,22 @@ struct attached_filter {
 	struct block_device *bdev;
 	/* Detach after the device's removal (removal_watch). */
 	struct work_struct removed_work;
+	/* On the list of filters a del_gendisk() detaches. */
+	struct list_head dying;
+	/*
+	 * BLKFILTER_CTL calls inside the filter. They run without
+	 * filters_lock (they copy from and to user memory, which may fault
+	 * for as long as its owner likes): the detach of this filter waits
+	 * for them, nothing else does.
+	 */
+	atomic_t ctl_users;
 };
 
 /*
- * filters_lock serialises attach, detach, ctl and disk removal (the role of
- * the patched block layer's filter lock). It guards @filters updates and
- * @filter_ops. @filters maps dev_t to struct attached_filter; it is read
+ * filters_lock serialises attach, the unpublishing of a filter (detach, disk
+ * removal) and the lookup of a filter by a ctl (the role of the patched
+ * block layer's filter lock); nothing waits under it for a detach to end or
+ * for user memory. It guards @filters updates and @filter_ops. @filters maps dev_t to struct attached_filter; it is read
  * under filters_srcu in the bio path and under RCU in ftrace callbacks. An
  * entry is freed only after an SRCU grace period.
  */
@@ -203,6 +213,18 @@ static void blksnap_submit_bio_noacct(struct bio *bio)
 	hook_leave();
 }
 
+bool blksnap_filter_published(struct block_device *bdev, struct blkfilter *flt)
+{
+	struct attached_filter *af;
+	bool published;
+
+	rcu_read_lock();
+	af = xa_load(&filters, bdev->bd_dev);
+	published = af && af->bdev == bdev && af->flt == flt;
+	rcu_read_unlock();
+	return published;
+}
+
 void blksnap_submit_bio(struct bio *bio)
 {
 	/* submit_bio() is called from here: it is not filtered again. */
@@ -215,24 +237,21 @@ void blksnap_submit_bio_bypass(struct bio *bio)
 	submit_bio_noacct(bio);
 }
 
-/* Called with filters_lock held, once @af has left @filters. */
-static void detach_finish_locked(struct attached_filter *af)
+/*
+ * Once @af has left @filters (under filters_lock), without filters_lock: no
+ * bio and no ctl can find it any more; wait for those that did.
+ */
+static void detach_finish(struct attached_filter *af)
 {
 	/* No bio is inside the filter any more, nor will enter it. */
 	synchronize_srcu(&filters_srcu);
+	wait_var_event(&af->ctl_users, !atomic_read(&af->ctl_users));
 	af->flt->ops->detach(af->flt);
 	put_device(&af->bdev->bd_device);
 	module_put(filter_ops->owner);
 	/* ftrace callbacks read the entry under plain RCU. */
 	synchronize_rcu();
 	kfree(af);
-}
-
-/* Called with filters_lock held. */
-static void detach_locked(struct attached_filter *af)
-{
-	xa_erase(&filters, af->bdev->bd_dev);
-	detach_finish_locked(af);
 }
 
 /*
@@ -252,9 +271,7 @@ static void removed_work_fn(struct work_struct *work)
 	struct attached_filter *af =
 		container_of(work, struct attached_filter, removed_work);
 
-	mutex_lock(&filters_lock);
-	detach_finish_locked(af);
-	mutex_unlock(&filters_lock);
+	detach_finish(af);
 }
 
 static void block_dev_removed(struct device *dev)
@@ -350,6 +367,7 @@ static int filter_attach(struct block_device *bdev,
 	af = kzalloc(sizeof(*af), GFP_KERNEL);
 	if (!af)
 		return -ENOMEM;
+	atomic_set(&af->ctl_users, 0);
 
 	mutex_lock(&filters_lock);
 	if (xa_load(&filters, bdev->bd_dev)) {
@@ -404,8 +422,10 @@ static int filter_detach(struct block_device *bdev,
 	else if (filter_ops->may_detach)
 		ret = filter_ops->may_detach(af->flt);
 	if (!ret)
-		detach_locked(af);
+		xa_erase(&filters, bdev->bd_dev);
 	mutex_unlock(&filters_lock);
+	if (!ret)
+		detach_finish(af);
 	return ret;
 }
 
@@ -423,13 +443,18 @@ static int filter_control(struct block_device *bdev,
 	mutex_lock(&filters_lock);
 	af = xa_load(&filters, bdev->bd_dev);
 	if (af)
-		ret = af->flt->ops->ctl(af->flt, arg.cmd,
-					u64_to_user_ptr(arg.opt), &arg.optlen);
-	else
-		ret = -ENOENT;
+		atomic_inc(&af->ctl_users);
 	mutex_unlock(&filters_lock);
+	if (!af)
+		return -ENOENT;
 
-	if (af && put_user(arg.optlen, &uarg->optlen))
+	ret = af->flt->ops->ctl(af->flt, arg.cmd, u64_to_user_ptr(arg.opt),
+				&arg.optlen);
+	/* A detach waiting for us frees @af: wake_up_var() only hashes it. */
+	if (atomic_dec_and_test(&af->ctl_users))
+		wake_up_var(&af->ctl_users);
+
+	if (put_user(arg.optlen, &uarg->optlen))
 		return -EFAULT;
 	return ret;
 }
@@ -456,16 +481,21 @@ static long blksnap_blkdev_ioctl(struct file *file, unsigned int cmd,
 
 static void blksnap_del_gendisk(struct gendisk *disk)
 {
-	struct attached_filter *af;
+	struct attached_filter *af, *next;
 	unsigned long dev;
+	LIST_HEAD(dying);
 
 	hook_enter();
 	mutex_lock(&filters_lock);
 	xa_for_each(&filters, dev, af) {
-		if (af->bdev->bd_disk == disk)
-			detach_locked(af);
+		if (af->bdev->bd_disk == disk) {
+			xa_erase(&filters, dev);
+			list_add_tail(&af->dying, &dying);
+		}
 	}
 	mutex_unlock(&filters_lock);
+	list_for_each_entry_safe(af, next, &dying, dying)
+		detach_finish(af);
 	del_gendisk(disk);
 	hook_leave();
 }

@@ -442,30 +442,50 @@ out:
 	return ret;
 }
 
-int snapshot_collect(unsigned int *count, struct blksnap_uuid __user *ids)
+/* Called with snapshots_lock held: fills @ids if it has room for them all. */
+static unsigned int collect_locked(struct blksnap_uuid *ids, unsigned int room)
 {
 	struct snapshot *snapshot;
 	unsigned int n = 0;
+
+	list_for_each_entry(snapshot, &snapshots, link) {
+		if (n < room)
+			memcpy(ids[n].b, snapshot->id.b, sizeof(ids[n].b));
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The ids are gathered under snapshots_lock into a kernel buffer and copied
+ * out after it is dropped: a user buffer that faults (swapped out, or
+ * served by userfaultfd) must not hold up the removal of a tracked device,
+ * which takes snapshots_lock.
+ */
+int snapshot_collect(unsigned int *count, struct blksnap_uuid __user *ids)
+{
+	struct blksnap_uuid *buf = NULL;
+	unsigned int n, room = 0;
 	int ret = 0;
 
-	mutex_lock(&snapshots_lock);
-	list_for_each_entry(snapshot, &snapshots, link)
-		n++;
-	if (ids && *count < n) {
-		ret = -ENODATA;
-	} else if (ids) {
-		unsigned int i = 0;
-
-		list_for_each_entry(snapshot, &snapshots, link) {
-			if (copy_to_user(ids[i].b, snapshot->id.b,
-					 sizeof(ids[i].b))) {
-				ret = -EFAULT;
-				break;
-			}
-			i++;
-		}
+	for (;;) {
+		mutex_lock(&snapshots_lock);
+		n = collect_locked(buf, room);
+		mutex_unlock(&snapshots_lock);
+		if (!ids || n > *count || n <= room)
+			break;
+		/* More snapshots than the buffer: grow it and look again. */
+		kfree(buf);
+		room = n + 8;
+		buf = kmalloc_array(room, sizeof(*buf), GFP_KERNEL);
+		if (!buf)
+			return -ENOMEM;
 	}
-	mutex_unlock(&snapshots_lock);
+	if (ids && n > *count)
+		ret = -ENODATA;
+	else if (ids && n && copy_to_user(ids, buf, array_size(n, sizeof(*buf))))
+		ret = -EFAULT;
+	kfree(buf);
 	*count = n;
 	return ret;
 }
@@ -578,18 +598,27 @@ int snapshot_device_info(struct tracker *tracker,
 	return ret;
 }
 
-/* Is the device in a taken snapshot (so a detach would corrupt it)? */
-bool snapshot_tracker_busy(struct tracker *tracker)
+/*
+ * BLKFILTER_DETACH asks whether it may detach. Not from a device of a taken
+ * snapshot: the snapshot would lose its copy-on-write. Otherwise the device
+ * leaves at once (@bdev cleared under snapshots_lock, as the detach that
+ * follows would), so that a take coming before that detach ends refuses
+ * the device (-ENODEV) instead of taking a device whose filter is going.
+ */
+int snapshot_tracker_may_detach(struct tracker *tracker)
 {
-	bool busy;
+	int ret = 0;
 
 	mutex_lock(&snapshots_lock);
-	busy = tracker->snapshot && tracker->snapshot->is_taken;
+	if (tracker->snapshot && tracker->snapshot->is_taken)
+		ret = -EBUSY;
+	else
+		tracker->bdev = NULL;
 	mutex_unlock(&snapshots_lock);
-	return busy;
+	return ret;
 }
 
-/* The filter is going away; called under the filter lock. */
+/* The filter is going away: no bio and no ctl reaches it any more. */
 void snapshot_tracker_detached(struct tracker *tracker)
 {
 	struct snapshot_member *member;

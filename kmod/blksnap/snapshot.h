@@ -21,7 +21,7 @@ int snapshot_add_device(const uuid_t *id, struct tracker *tracker);
 int snapshot_device_info(struct tracker *tracker,
 			 struct blksnap_snapshotinfo *info);
 void snapshot_tracker_detached(struct tracker *tracker);
-bool snapshot_tracker_busy(struct tracker *tracker);
+int snapshot_tracker_may_detach(struct tracker *tracker);
 
 int snapshot_error(struct snapshot *snapshot);
 void snapshot_set_error(struct snapshot *snapshot, dev_t dev, int error);

@@ -199,7 +199,7 @@ static void tracker_detach(struct blkfilter *flt)
 
 static int tracker_may_detach(struct blkfilter *flt)
 {
-	return snapshot_tracker_busy(to_tracker(flt)) ? -EBUSY : 0;
+	return snapshot_tracker_may_detach(to_tracker(flt));
 }
 
 static int ctl_cbtinfo(struct tracker *tracker, __u8 __user *buf, __u32 *plen)

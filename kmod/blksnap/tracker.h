@@ -16,7 +16,8 @@ struct snapshot;
  * @kref:	the filter's reference, plus one per snapshot and diff_area
  * @dev:	the device number
  * @cbt_map:	change block tracking, from attach to the last put
- * @bdev:	the device while the filter is attached, NULL after detach;
+ * @bdev:	the device while the filter is attached, NULL once a detach
+ *		has been allowed (may_detach) or has begun;
  *		guarded by snapshots_lock (snapshot.c)
  * @snapshot:	the snapshot the device was added to, or NULL; guarded by
  *		snapshots_lock

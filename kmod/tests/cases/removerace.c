@@ -77,31 +77,6 @@ static void *remover(void *p)
 	return NULL;
 }
 
-static int loop_setup(int backing)
-{
-	struct loop_config cfg = { .fd = backing };
-	char path[32];
-	int n, fd;
-
-	n = ioctl(loopctl, LOOP_CTL_GET_FREE);
-	if (n < 0)
-		t_fail("LOOP_CTL_GET_FREE: %s", strerror(errno));
-	snprintf(path, sizeof(path), "/dev/loop%d", n);
-	if (access(path, F_OK)) {
-		/* devtmpfs creates it; wait for it a little */
-		for (fd = 0; fd < 100 && access(path, F_OK); fd++)
-			usleep(10000);
-	}
-	fd = open(path, O_RDWR);
-	if (fd < 0)
-		t_fail("open %s: %s", path, strerror(errno));
-	cfg.info.lo_sizelimit = LOOP_BYTES;
-	if (ioctl(fd, LOOP_CONFIGURE, &cfg) < 0)
-		t_fail("LOOP_CONFIGURE %s: %s", path, strerror(errno));
-	close(fd);
-	return n;
-}
-
 int main(int argc, char **argv)
 {
 	unsigned int rounds, i, taken = 0, waited = 0;
@@ -128,7 +103,7 @@ int main(int argc, char **argv)
 		uint32_t count = 0;
 		int fd;
 
-		r.n = loop_setup(backing);
+		r.n = t_loop_setup(loopctl, backing, LOOP_BYTES);
 		snprintf(path, sizeof(path), "/dev/loop%d", r.n);
 		fd = open(path, O_RDWR);
 		if (fd < 0)

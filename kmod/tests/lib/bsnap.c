@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/loop.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,4 +520,27 @@ const char *uuid_str(const struct blksnap_uuid *id, char buf[33])
 	for (i = 0; i < 16; i++)
 		sprintf(buf + 2 * i, "%02x", id->b[i]);
 	return buf;
+}
+
+int t_loop_setup(int loopctl, int backing, uint64_t bytes)
+{
+	struct loop_config cfg = { .fd = backing };
+	char path[32];
+	int n, fd, i;
+
+	n = ioctl(loopctl, LOOP_CTL_GET_FREE);
+	if (n < 0)
+		t_fail("LOOP_CTL_GET_FREE: %s", strerror(errno));
+	snprintf(path, sizeof(path), "/dev/loop%d", n);
+	/* devtmpfs creates the node; wait for it a little */
+	for (i = 0; i < 100 && access(path, F_OK); i++)
+		usleep(10000);
+	fd = open(path, O_RDWR);
+	if (fd < 0)
+		t_fail("open %s: %s", path, strerror(errno));
+	cfg.info.lo_sizelimit = bytes;
+	if (ioctl(fd, LOOP_CONFIGURE, &cfg) < 0)
+		t_fail("LOOP_CONFIGURE %s: %s", path, strerror(errno));
+	close(fd);
+	return n;
 }

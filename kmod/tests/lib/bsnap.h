@@ -30,6 +30,11 @@ void t_expect_err(int ret, int err, const char *what);
 /* Fails unless @ret is 0. */
 void t_expect_ok(int ret, const char *what);
 double t_now(void);
+/*
+ * A new loop device over the first @bytes of @backing (an open fd), through
+ * /dev/loop-control (@loopctl); returns its number.
+ */
+int t_loop_setup(int loopctl, int backing, uint64_t bytes);
 
 /* ---- control device ---- */
 /* Opens /dev/blksnap-control, creating the node from sysfs if missing. */
