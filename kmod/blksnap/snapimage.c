@@ -216,6 +216,27 @@ static void image_storage_end(struct bio *clone)
 	bio_endio(bio);
 }
 
+/*
+ * Whether @bio, sent to @bdev at @sector, suits @bdev's logical block size:
+ * a difference storage may have 4 KiB blocks behind an origin of 512-byte
+ * sectors, and its driver fails a bio of finer grain. Such reads go to a
+ * worker, which reads the storage through its page cache.
+ */
+static bool bio_fits_blocks(struct bio *bio, struct block_device *bdev,
+			    sector_t sector)
+{
+	unsigned int mask = bdev_logical_block_size(bdev) - 1;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+
+	if ((((u64)sector << SECTOR_SHIFT) | bio->bi_iter.bi_size) & mask)
+		return false;
+	bio_for_each_bvec(bv, bio, iter)
+		if ((bv.bv_offset | bv.bv_len) & mask)
+			return false;
+	return true;
+}
+
 static void snapimage_submit_bio(struct bio *bio)
 {
 	struct snapimage *image = bio->bi_bdev->bd_disk->private_data;
@@ -238,6 +259,9 @@ static void snapimage_submit_bio(struct bio *bio)
 							    bio->bi_iter.bi_sector,
 							    bio_sectors(bio),
 							    &diff);
+		if (target && target != image->area->orig_bdev &&
+		    !bio_fits_blocks(bio, target, diff))
+			target = NULL;
 	}
 	if (target)
 		/* Counted before the clone exists: the area stays. */

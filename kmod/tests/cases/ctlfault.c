@@ -70,22 +70,6 @@ static void *caller(void *p)
 	return NULL;
 }
 
-static void loop_remove(int loopctl, int n)
-{
-	char path[32];
-	int fd;
-
-	snprintf(path, sizeof(path), "/dev/loop%d", n);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		t_fail("open %s: %s", path, strerror(errno));
-	if (ioctl(fd, LOOP_CLR_FD) < 0)
-		t_fail("LOOP_CLR_FD %s: %s", path, strerror(errno));
-	close(fd);
-	if (ioctl(loopctl, LOOP_CTL_REMOVE, n) < 0)
-		t_fail("LOOP_CTL_REMOVE %d: %s", n, strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
 	struct blksnap_cbtinfo info;
@@ -152,7 +136,7 @@ int main(int argc, char **argv)
 		if (c.end)
 			t_fail("%s: the call ended in %.2f s: the buffer did not fault slowly (is %s slow?)",
 			       op_name[op], c.end - t0, argv[1]);
-		loop_remove(loopctl, n);
+		t_loop_remove(loopctl, n);
 		removed = t_now();
 		pthread_join(th, NULL);
 		t_expect_ok(c.ret, op_name[op]);

@@ -544,3 +544,19 @@ int t_loop_setup(int loopctl, int backing, uint64_t bytes)
 	close(fd);
 	return n;
 }
+
+void t_loop_remove(int loopctl, int n)
+{
+	char path[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/loop%d", n);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		t_fail("open %s: %s", path, strerror(errno));
+	if (ioctl(fd, LOOP_CLR_FD) < 0)
+		t_fail("LOOP_CLR_FD %s: %s", path, strerror(errno));
+	close(fd);
+	if (ioctl(loopctl, LOOP_CTL_REMOVE, n) < 0)
+		t_fail("LOOP_CTL_REMOVE %d: %s", n, strerror(errno));
+}

@@ -35,6 +35,8 @@ double t_now(void);
  * /dev/loop-control (@loopctl); returns its number.
  */
 int t_loop_setup(int loopctl, int backing, uint64_t bytes);
+/* Clears loop device @n and removes it (LOOP_CLR_FD, LOOP_CTL_REMOVE). */
+void t_loop_remove(int loopctl, int n);
 
 /* ---- control device ---- */
 /* Opens /dev/blksnap-control, creating the node from sysfs if missing. */
