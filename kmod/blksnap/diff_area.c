@@ -22,17 +22,22 @@
 #include "snapshot.h"
 #include "tracker.h"
 
-struct workqueue_struct *blksnap_wq;
+/*
+ * Copy-on-write work: origin writes wait for it, so it is on the origin's
+ * writeback path and has a rescuer (WQ_MEM_RECLAIM) of its own, which image
+ * work (snapimage.c) cannot occupy.
+ */
+static struct workqueue_struct *cow_wq;
 
 int diff_area_init(void)
 {
-	blksnap_wq = alloc_workqueue("blksnap", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
-	return blksnap_wq ? 0 : -ENOMEM;
+	cow_wq = alloc_workqueue("blksnap_cow", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+	return cow_wq ? 0 : -ENOMEM;
 }
 
 void diff_area_done(void)
 {
-	destroy_workqueue(blksnap_wq);
+	destroy_workqueue(cow_wq);
 }
 
 static struct rw_semaphore *chunk_stripe(struct diff_area *area,
@@ -137,7 +142,7 @@ bool diff_area_cow(struct diff_area *area, struct bio *bio)
 	spin_lock_irqsave(&area->cow_lock, flags);
 	bio_list_add(&area->cow_bios, bio);
 	spin_unlock_irqrestore(&area->cow_lock, flags);
-	queue_work(blksnap_wq, &area->cow_work[(unsigned int)
+	queue_work(cow_wq, &area->cow_work[(unsigned int)
 		   atomic_inc_return(&area->cow_next) %
 		   DIFF_AREA_COW_WORKERS].work);
 	return true;

@@ -73,9 +73,6 @@ struct diff_area {
 	bool stopping;
 };
 
-/* Runs the copy-on-write and image work; it may reclaim memory (MEM_RECLAIM). */
-extern struct workqueue_struct *blksnap_wq;
-
 int diff_area_init(void);
 void diff_area_done(void);
 

@@ -39,6 +39,8 @@ static struct file *storage_file_open(const char *path, bool *is_blkdev)
 	return ERR_PTR(-EINVAL);
 }
 
+static int storage_grow(struct diff_storage *storage, sector_t needed);
+
 struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 				       struct event_queue *events)
 {
@@ -78,9 +80,25 @@ struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 		storage->bdev = inode->i_sb->s_bdev;
 		storage->capacity = size;
 		storage->limit = max(size, limit);
+		/*
+		 * A file that is to grow needs a file system that preallocates:
+		 * a sparse file would count on space that may be gone when a
+		 * copy is written, and the snapshot would fail only then.
+		 */
+		mutex_lock(&storage->lock);
+		ret = storage->capacity < storage->limit ?
+		      storage_grow(storage, 0) : 0;
+		mutex_unlock(&storage->lock);
+		if (ret == -EOPNOTSUPP) {
+			pr_err("'%s': its file system cannot preallocate space (fallocate: %d): use a block device, a file of the full size or another file system\n",
+			       path, ret);
+			goto out_close;
+		}
 	}
 	return storage;
 
+out_close:
+	filp_close(storage->file, NULL);
 out_free:
 	kfree(storage);
 	return ERR_PTR(ret);
@@ -124,8 +142,6 @@ static int storage_grow(struct diff_storage *storage, sector_t needed)
 				    (loff_t)storage->capacity << SECTOR_SHIFT,
 				    (loff_t)step << SECTOR_SHIFT);
 	}
-	if (ret == -EOPNOTSUPP)
-		ret = 0;	/* sparse file: space is taken when written */
 	if (ret) {
 		/* A failed grow-ahead is retried with what is needed later. */
 		if (needed)

@@ -69,6 +69,12 @@ struct snapimage {
 };
 
 static int image_major;
+/*
+ * Image I/O work. Its own rescuer (WQ_MEM_RECLAIM): an image may be
+ * written back to (a file system mounted on it), and its reads must not
+ * wait behind copy-on-write work, nor that behind them.
+ */
+static struct workqueue_struct *image_wq;
 static DEFINE_IDA(image_ida);
 /* Clones of image reads sent on to the origin. */
 static struct bio_set image_bioset;
@@ -155,7 +161,7 @@ static void image_work_fn(struct work_struct *work)
 static void image_queue_locked(struct snapimage *image, struct bio *bio)
 {
 	bio_list_add(&image->bios, bio);
-	queue_work(blksnap_wq, &image->workers[(unsigned int)
+	queue_work(image_wq, &image->workers[(unsigned int)
 		   atomic_inc_return(&image->next) % IMAGE_WORKERS].work);
 }
 
@@ -428,15 +434,24 @@ int snapimage_init(void)
 {
 	int ret;
 
+	image_wq = alloc_workqueue("blksnap_image", WQ_MEM_RECLAIM | WQ_UNBOUND,
+				   0);
+	if (!image_wq)
+		return -ENOMEM;
 	ret = bioset_init(&image_bioset, BIO_POOL_SIZE, 0, 0);
 	if (ret)
-		return ret;
+		goto out_wq;
 	image_major = register_blkdev(0, "blksnap");
 	if (image_major < 0) {
+		ret = image_major;
 		bioset_exit(&image_bioset);
-		return image_major;
+		goto out_wq;
 	}
 	return 0;
+
+out_wq:
+	destroy_workqueue(image_wq);
+	return ret;
 }
 
 void snapimage_done(void)
@@ -444,4 +459,5 @@ void snapimage_done(void)
 	unregister_blkdev(image_major, "blksnap");
 	ida_destroy(&image_ida);
 	bioset_exit(&image_bioset);
+	destroy_workqueue(image_wq);
 }

@@ -2,6 +2,7 @@
 /*
  * diffstorage grow ORIGIN STORAGE STEP_SECT
  * diffstorage overflow ORIGIN FILE STEP_SECT
+ * diffstorage nofallocate ORIGIN DIR STEP_SECT
  *
  * Run with the module's diff_storage_minimum set to STEP_SECT.
  *
@@ -16,11 +17,18 @@
  * event arrives (WAIT_EVENT), SNAPSHOTINFO reports -ENOSPC, image reads
  * fail with EIO (and never return wrong data), every origin write
  * succeeded and the origin holds exactly the new data.
+ *
+ * nofallocate: DIR is on a file system that cannot preallocate (ext4
+ * without extents: fallocate() fails with EOPNOTSUPP). A storage there
+ * could not hold the space it counts on, and a full file system would
+ * corrupt the snapshot at some later copy: creating a snapshot with DIR,
+ * or with an empty file in it, as storage fails with EOPNOTSUPP.
  */
 #include "bsnap.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -220,12 +228,35 @@ static void overflow(const char *path, uint64_t step)
 	free(buf);
 }
 
+static void nofallocate(const char *dir, uint64_t step)
+{
+	struct blksnap_uuid id;
+	char file[256];
+	int ctl = bs_ctl_open();
+
+	if (ctl < 0)
+		t_fail("open control device: %s", strerror(-ctl));
+	t_expect_err(bs_create(ctl, dir, 16 * step, &id), EOPNOTSUPP,
+		     "create with a directory storage that cannot preallocate");
+	snprintf(file, sizeof(file), "%s/diff.file", dir);
+	prepare_file(file);
+	t_expect_err(bs_create(ctl, file, 16 * step, &id), EOPNOTSUPP,
+		     "create with an empty file storage that cannot preallocate");
+	unlink(file);
+	close(ctl);
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t step;
 
 	if (argc != 5)
-		t_fail("usage: diffstorage grow|overflow ORIGIN STORAGE STEP_SECT");
+		t_fail("usage: diffstorage grow|overflow|nofallocate ORIGIN STORAGE STEP_SECT");
+	if (!strcmp(argv[1], "nofallocate")) {
+		nofallocate(argv[3], strtoull(argv[4], NULL, 0));
+		t_info("ok");
+		return 0;
+	}
 	origin = t_open_bdev(argv[2], O_RDWR | O_DIRECT);
 	nsect = bdev_size(origin) / SECTOR;
 	step = strtoull(argv[4], NULL, 0);

@@ -14,3 +14,12 @@ done
 echo "== overflow"
 /t/diffstorage overflow /dev/vda /ds/overflow.file $step || exit 1
 rm -f /ds/diff.file /ds/overflow.file
+echo "== a file system without fallocate (ext4 without extents)"
+mkfs.ext4 -q -F -O ^extent,^64bit,^flex_bg,^has_journal /dev/vdc ||
+	fail "mkfs.ext4 without extents"
+mkdir -p /noext
+mount -t ext4 /dev/vdc /noext || fail "mount /noext"
+rc=0
+/t/diffstorage nofallocate /dev/vda /noext $step || rc=$?
+umount /noext
+[ $rc -eq 0 ] || exit $rc
