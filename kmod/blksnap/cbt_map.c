@@ -26,42 +26,94 @@ static void cbt_map_reset_locked(struct cbt_map *map)
 	uuid_gen(&map->generation_id);
 }
 
-struct cbt_map *cbt_map_create(struct block_device *bdev)
+/* The smallest tracking block that keeps the map within the count limit. */
+static unsigned int blk_shift_for(sector_t capacity)
 {
-	sector_t capacity = bdev_nr_sectors(bdev);
 	unsigned int shift = tracking_block_minimum_shift - SECTOR_SHIFT;
 	unsigned int max_shift = tracking_block_maximum_shift - SECTOR_SHIFT;
-	struct cbt_map *map;
 
-	if (!capacity)
-		return ERR_PTR(-EINVAL);
-	/* The smallest block that keeps the map within the count limit. */
 	while (shift < max_shift &&
 	       DIV_ROUND_UP_SECTOR_T(capacity, 1ULL << shift) >
 	       tracking_block_maximum_count)
 		shift++;
+	return shift;
+}
 
+/* The arrays of a map of @capacity sectors; 0 or -ENOMEM. */
+static int arrays_alloc(sector_t capacity, unsigned int *shift,
+			unsigned long *count, u8 **active, u8 **frozen)
+{
+	*shift = blk_shift_for(capacity);
+	*count = DIV_ROUND_UP_SECTOR_T(capacity, 1ULL << *shift);
+	*active = vmalloc(*count);
+	*frozen = vmalloc(*count);
+	if (*active && *frozen)
+		return 0;
+	vfree(*active);
+	vfree(*frozen);
+	return -ENOMEM;
+}
+
+struct cbt_map *cbt_map_create(struct block_device *bdev)
+{
+	sector_t capacity = bdev_nr_sectors(bdev);
+	struct cbt_map *map;
+
+	if (!capacity)
+		return ERR_PTR(-EINVAL);
 	map = kzalloc(sizeof(*map), GFP_KERNEL);
 	if (!map)
 		return ERR_PTR(-ENOMEM);
 	spin_lock_init(&map->lock);
-	map->blk_shift = shift;
 	map->capacity = capacity;
-	map->blk_count = DIV_ROUND_UP_SECTOR_T(capacity, 1ULL << shift);
-	map->active = vmalloc(map->blk_count);
-	if (!map->active)
-		goto out_free_map;
-	map->frozen = vmalloc(map->blk_count);
-	if (!map->frozen)
-		goto out_free_active;
+	if (arrays_alloc(capacity, &map->blk_shift, &map->blk_count,
+			 &map->active, &map->frozen)) {
+		kfree(map);
+		return ERR_PTR(-ENOMEM);
+	}
 	cbt_map_reset_locked(map);
 	return map;
+}
 
-out_free_active:
-	vfree(map->active);
-out_free_map:
-	kfree(map);
-	return ERR_PTR(-ENOMEM);
+/*
+ * Before a take, in process context: if the device's size is no longer the
+ * map's (an LV, a disk or a loop device grown or shrunk), give the map
+ * arrays for the new size and start a new generation. Writes past the old
+ * end were not tracked, so the increment since the last take is not known:
+ * the new generation makes the next backup read the device whole. The
+ * number of takes (@switches) goes on, for the writes in flight across the
+ * take (cbt_map_remark()). Returns 0 or -ENOMEM (the map is unchanged).
+ */
+int cbt_map_fit(struct cbt_map *map, sector_t capacity, dev_t dev)
+{
+	u8 *active, *frozen;
+	unsigned long count, flags;
+	unsigned int shift;
+	sector_t old;
+
+	spin_lock_irqsave(&map->lock, flags);
+	old = map->capacity;
+	spin_unlock_irqrestore(&map->lock, flags);
+	if (capacity == old || !capacity)
+		return 0;
+	if (arrays_alloc(capacity, &shift, &count, &active, &frozen))
+		return -ENOMEM;
+
+	spin_lock_irqsave(&map->lock, flags);
+	swap(map->active, active);
+	swap(map->frozen, frozen);
+	map->capacity = capacity;
+	map->blk_shift = shift;
+	map->blk_count = count;
+	cbt_map_reset_locked(map);
+	map->generation_changes++;
+	spin_unlock_irqrestore(&map->lock, flags);
+	vfree(active);
+	vfree(frozen);
+	pr_warn("%u:%u changed size from %llu to %llu sectors: new change tracking generation %pUb, the next backup reads the device whole\n",
+		MAJOR(dev), MINOR(dev), (unsigned long long)old,
+		(unsigned long long)capacity, &map->generation_id);
+	return 0;
 }
 
 void cbt_map_destroy(struct cbt_map *map)
@@ -80,6 +132,7 @@ void cbt_map_switch(struct cbt_map *map)
 	if (map->number_active > CBT_NUMBER_MAX) {
 		pr_info("change numbers exhausted: new generation\n");
 		cbt_map_reset_locked(map);
+		map->generation_changes++;
 	}
 	memcpy(map->frozen, map->active, map->blk_count);
 	map->number_previous = map->number_active;
@@ -123,10 +176,9 @@ unsigned long cbt_map_mark(struct cbt_map *map, sector_t sector,
 			   sector_t count)
 {
 	unsigned long first, last, flags, switches;
-	bool in_range = block_range(map, sector, count, &first, &last);
 
 	spin_lock_irqsave(&map->lock, flags);
-	if (in_range)
+	if (block_range(map, sector, count, &first, &last))
 		mark_range(map->active, first, last, active_number(map));
 	switches = map->switches;
 	spin_unlock_irqrestore(&map->lock, flags);
@@ -146,10 +198,9 @@ void cbt_map_remark(struct cbt_map *map, sector_t sector, sector_t count,
 {
 	unsigned long first, last, flags;
 
-	if (!block_range(map, sector, count, &first, &last))
-		return;
 	spin_lock_irqsave(&map->lock, flags);
-	if (map->switches != seen)
+	if (map->switches != seen &&
+	    block_range(map, sector, count, &first, &last))
 		mark_range(map->active, first, last, active_number(map));
 	spin_unlock_irqrestore(&map->lock, flags);
 }
@@ -162,11 +213,11 @@ void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count)
 {
 	unsigned long first, last, flags;
 
-	if (!block_range(map, sector, count, &first, &last))
-		return;
 	spin_lock_irqsave(&map->lock, flags);
-	mark_range(map->active, first, last, active_number(map));
-	mark_range(map->frozen, first, last, map->number_previous);
+	if (block_range(map, sector, count, &first, &last)) {
+		mark_range(map->active, first, last, active_number(map));
+		mark_range(map->frozen, first, last, map->number_previous);
+	}
 	spin_unlock_irqrestore(&map->lock, flags);
 }
 
@@ -180,16 +231,22 @@ void cbt_map_mark_both(struct cbt_map *map, sector_t sector, sector_t count)
  */
 void cbt_map_mark_dirty(struct cbt_map *map, sector_t sector, sector_t count)
 {
-	unsigned long first, last, end, flags;
+	unsigned long first, last, flags;
+	sector_t step;
 
-	if (!block_range(map, sector, count, &first, &last))
-		return;
-	for (; first <= last; first = end + 1) {
-		end = min(last, first + CBT_MARK_STEP - 1);
+	/* In sectors, so that each piece is placed under the lock. */
+	while (count) {
 		spin_lock_irqsave(&map->lock, flags);
-		mark_range(map->active, first, end, active_number(map));
-		mark_range(map->frozen, first, end, map->number_previous);
+		step = min_t(sector_t, count, CBT_MARK_STEP << map->blk_shift);
+		if (block_range(map, sector, step, &first, &last)) {
+			mark_range(map->active, first, last,
+				   active_number(map));
+			mark_range(map->frozen, first, last,
+				   map->number_previous);
+		}
 		spin_unlock_irqrestore(&map->lock, flags);
+		sector += step;
+		count -= step;
 		cond_resched();
 	}
 }
@@ -197,12 +254,17 @@ void cbt_map_mark_dirty(struct cbt_map *map, sector_t sector, sector_t count)
 int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,
 			unsigned long length, u8 __user *buf)
 {
-	unsigned long flags, done = 0;
+	unsigned long flags, done = 0, generation;
 	u8 *bounce;
 	int ret = 0;
 
+	spin_lock_irqsave(&map->lock, flags);
+	generation = map->generation_changes;
 	if (offset > map->blk_count || length > map->blk_count - offset)
-		return -ERANGE;
+		ret = -ERANGE;
+	spin_unlock_irqrestore(&map->lock, flags);
+	if (ret)
+		return ret;
 	bounce = kmalloc(CBT_COPY_STEP, GFP_KERNEL);
 	if (!bounce)
 		return -ENOMEM;
@@ -211,8 +273,14 @@ int cbt_map_copy_frozen(struct cbt_map *map, unsigned long offset,
 					   CBT_COPY_STEP);
 
 		spin_lock_irqsave(&map->lock, flags);
-		memcpy(bounce, map->frozen + offset + done, step);
+		/* Resized since the start: the caller reads CBTINFO again. */
+		if (map->generation_changes != generation)
+			ret = -EAGAIN;
+		else
+			memcpy(bounce, map->frozen + offset + done, step);
 		spin_unlock_irqrestore(&map->lock, flags);
+		if (ret)
+			break;
 		if (copy_to_user(buf + done, bounce, step)) {
 			ret = -EFAULT;
 			break;

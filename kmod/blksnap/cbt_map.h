@@ -12,7 +12,8 @@
  *			nothing that sleeps happens under it)
  * @blk_shift:		log2 of the tracking block size in sectors
  * @blk_count:		number of tracking blocks, one byte each
- * @capacity:		device size in sectors when the map was made
+ * @capacity:		device size in sectors when the map was made or last
+ *			resized (cbt_map_fit())
  * @active:		the map being marked: byte = change number since which
  *			the block differs (vmalloc'd)
  * @frozen:		copy of @active at the last take, read by CBTMAP
@@ -20,6 +21,7 @@
  * @number_previous:	change number of the last take (CBTINFO reports it)
  * @generation_id:	new whenever the numbering restarts
  * @switches:		takes since the map was made (never wraps in practice)
+ * @generation_changes:	resizes since the map was made (cbt_map_fit())
  *
  * A take copies @active to @frozen and moves the numbering on. Takes are
  * numbered 1..255 within a generation; the take after the one numbered 255
@@ -36,10 +38,12 @@ struct cbt_map {
 	unsigned int number_previous;
 	uuid_t generation_id;
 	unsigned long switches;
+	unsigned long generation_changes;
 };
 
 struct cbt_map *cbt_map_create(struct block_device *bdev);
 void cbt_map_destroy(struct cbt_map *map);
+int cbt_map_fit(struct cbt_map *map, sector_t capacity, dev_t dev);
 void cbt_map_switch(struct cbt_map *map);
 unsigned long cbt_map_mark(struct cbt_map *map, sector_t sector,
 			   sector_t count);

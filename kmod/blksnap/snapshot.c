@@ -281,6 +281,11 @@ static int take_open_devs(const uuid_t *id, struct take_dev **devsp,
 	for (i = 0; i < *n; i++) {
 		ret = blksnap_bdev_open_read(devs[i].tracker->dev,
 					     &devs[i].ref);
+		/* A device whose size changed starts a new CBT generation. */
+		if (!ret)
+			ret = cbt_map_fit(devs[i].tracker->cbt_map,
+					  bdev_nr_sectors(devs[i].ref.bdev),
+					  devs[i].tracker->dev);
 		if (ret) {
 			take_devs_free(devs, *n);
 			return ret;
