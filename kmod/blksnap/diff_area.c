@@ -118,6 +118,7 @@ static void cow_work_fn(struct work_struct *work)
 			copy_range(area, bio->bi_iter.bi_sector,
 				   bio_sectors(bio));
 		blksnap_submit_bio_bypass(bio);
+		tracker_cow_passed(area->tracker);
 	}
 	memalloc_noio_restore(noio);
 }
@@ -139,6 +140,7 @@ bool diff_area_cow(struct diff_area *area, struct bio *bio)
 		bio_wouldblock_error(bio);
 		return true;
 	}
+	tracker_cow_held(area->tracker);
 	spin_lock_irqsave(&area->cow_lock, flags);
 	bio_list_add(&area->cow_bios, bio);
 	spin_unlock_irqrestore(&area->cow_lock, flags);

@@ -51,7 +51,7 @@ MODULE_PARM_DESC(chunk_maximum_count,
 		 "most chunks per device (default 2097152)");
 module_param(chunk_maximum_in_queue, uint, 0444);
 MODULE_PARM_DESC(chunk_maximum_in_queue,
-		 "accepted for compatibility, unused: chunks are stored before the write goes on (default 256)");
+		 "most writes per device held for copy-on-write; more writers wait (default 256)");
 module_param(free_diff_buffer_pool_size, uint, 0444);
 MODULE_PARM_DESC(free_diff_buffer_pool_size,
 		 "chunk buffers kept for reuse per device (default 128)");

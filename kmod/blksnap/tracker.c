@@ -13,6 +13,7 @@
 #include "../include/uapi/linux/blksnap.h"
 #include "cbt_map.h"
 #include "diff_area.h"
+#include "params.h"
 #include "snapshot.h"
 #include "tracker.h"
 
@@ -106,6 +107,40 @@ static void tracker_write_end(struct bio *clone)
 		wake_up_var(in_flight);
 }
 
+static unsigned int cow_queue_limit(void)
+{
+	return max(1U, READ_ONCE(chunk_maximum_in_queue));
+}
+
+void tracker_cow_held(struct tracker *tracker)
+{
+	atomic_inc(&tracker->cow_held);
+}
+
+void tracker_cow_passed(struct tracker *tracker)
+{
+	if (atomic_dec_return(&tracker->cow_held) < cow_queue_limit())
+		wake_up_var(&tracker->cow_held);
+}
+
+/*
+ * At most chunk_maximum_in_queue writes of a device wait for their copies:
+ * beyond, a writer waits here for room (REQ_NOWAIT: EAGAIN), before the
+ * switch lock, since a take waits for its holders and the copies that make
+ * room may write to a storage on another tracked device. A few writers
+ * coming at once may pass the limit by one each.
+ */
+static bool cow_queue_wait(struct tracker *tracker, bool nowait)
+{
+	if (atomic_read(&tracker->cow_held) < cow_queue_limit())
+		return true;
+	if (nowait)
+		return false;
+	wait_var_event(&tracker->cow_held,
+		       atomic_read(&tracker->cow_held) < cow_queue_limit());
+	return true;
+}
+
 static bool tracker_submit_bio(struct bio *bio)
 {
 	struct blkfilter *flt = blksnap_bio_filter(bio);
@@ -120,6 +155,10 @@ static bool tracker_submit_bio(struct bio *bio)
 		return false;
 	tracker = to_tracker(flt);
 
+	if (!cow_queue_wait(tracker, nowait)) {
+		bio_wouldblock_error(bio);
+		return true;
+	}
 	if (nowait) {
 		if (!percpu_down_read_trylock(&tracker_switch_sem)) {
 			bio_wouldblock_error(bio);
@@ -175,6 +214,7 @@ static struct blkfilter *tracker_attach(struct block_device *bdev)
 	tracker->filter.ops = &tracker_ops;
 	atomic_set(&tracker->writes_in_flight[0], 0);
 	atomic_set(&tracker->writes_in_flight[1], 0);
+	atomic_set(&tracker->cow_held, 0);
 	tracker->dev = bdev->bd_dev;
 	tracker->bdev = bdev;
 	pr_info("attached to %pg (%u:%u), CBT block %u bytes x %lu\n", bdev,

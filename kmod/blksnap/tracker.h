@@ -28,6 +28,9 @@ struct snapshot;
  *		and have not ended, by the parity of the number of takes the
  *		map had seen when they were marked: a take waits for the
  *		writes of the epoch before it, detach for both
+ * @cow_held:	writes held for copy-on-write (diff_area.c) and not yet
+ *		passed on; at chunk_maximum_in_queue new writes wait before
+ *		the filter
  */
 struct tracker {
 	struct blkfilter filter;
@@ -38,6 +41,7 @@ struct tracker {
 	struct snapshot *snapshot;
 	struct diff_area *diff_area;
 	atomic_t writes_in_flight[2];
+	atomic_t cow_held;
 };
 
 /*
@@ -52,5 +56,7 @@ void tracker_done(void);
 void tracker_get(struct tracker *tracker);
 void tracker_put(struct tracker *tracker);
 void tracker_wait_writes_before_take(struct tracker *tracker);
+void tracker_cow_held(struct tracker *tracker);
+void tracker_cow_passed(struct tracker *tracker);
 
 #endif /* __BLKSNAP_TRACKER_H */
