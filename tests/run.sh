@@ -150,9 +150,10 @@ for part in "${parts[@]}"; do
       # Every case on the kernels most hosts run; on the others, the cases
       # that exercise what differs between kernels (interception, IBT, the
       # copy-on-write path, overflow, unload) unless kmod-full.
-      core=(ibt content cbt diffstorage unload inflight hotremove)
-      # The patched kernels have lockdep: the destroy-removal race there too.
-      patched=("${core[@]}" removerace)
+      core=(ibt content cbt diffstorage unload inflight hotremove grown)
+      # The patched kernels have lockdep: the destroy-removal race there
+      # too, and what the series' patch 6 and the detach path changed.
+      patched=("${core[@]}" removerace ctlfault detachrace)
       [[ $part == kmod-full ]] && core=() patched=()
       run_counted "kmod-6.1" kmod/tests/run --kernel 6.1
       run_counted "kmod-6.12" kmod/tests/run --kernel 6.12
