@@ -7,6 +7,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME "-diff_storage: " fmt
 
 #include <linux/fs.h>
+#include <linux/kernfs.h>
 #include <linux/namei.h>
 #include <linux/pagemap.h>
 #include <linux/slab.h>
@@ -17,8 +18,17 @@
 #include "event_queue.h"
 #include "params.h"
 
+/*
+ * The name is looked up more than once, and may name something else each
+ * time: the kind of storage is taken from the file that was opened, never
+ * from an earlier lookup. The lookup first only keeps devices other than
+ * block devices (whose open may have effects) from being opened at all; a
+ * directory is opened as an unnamed O_TMPFILE in it, which fails on
+ * anything but a directory.
+ */
 static struct file *storage_file_open(const char *path, bool *is_blkdev)
 {
+	struct file *file;
 	struct path p;
 	umode_t mode;
 	int ret;
@@ -29,14 +39,24 @@ static struct file *storage_file_open(const char *path, bool *is_blkdev)
 	mode = d_inode(p.dentry)->i_mode;
 	path_put(&p);
 
-	*is_blkdev = S_ISBLK(mode);
-	if (S_ISBLK(mode))
-		return filp_open(path, O_RDWR | O_EXCL | O_LARGEFILE, 0);
 	if (S_ISDIR(mode))
-		return filp_open(path, O_TMPFILE | O_RDWR | O_LARGEFILE, 0600);
-	if (S_ISREG(mode))
-		return filp_open(path, O_RDWR | O_LARGEFILE, 0);
-	return ERR_PTR(-EINVAL);
+		file = filp_open(path, O_TMPFILE | O_RDWR | O_LARGEFILE, 0600);
+	else if (S_ISBLK(mode) || S_ISREG(mode))
+		/* O_EXCL: a block device is claimed; no effect on a file. */
+		file = filp_open(path, O_RDWR | O_EXCL | O_LARGEFILE | O_NOCTTY,
+				 0);
+	else
+		return ERR_PTR(-EINVAL);
+	if (IS_ERR(file))
+		return file;
+
+	mode = file_inode(file)->i_mode;
+	*is_blkdev = S_ISBLK(mode);
+	if (!S_ISBLK(mode) && !S_ISREG(mode)) {
+		filp_close(file, NULL);
+		return ERR_PTR(-EINVAL);
+	}
+	return file;
 }
 
 static int storage_grow(struct diff_storage *storage, sector_t needed);
@@ -110,7 +130,28 @@ void diff_storage_close(struct diff_storage *storage)
 	kfree(storage);
 }
 
-/* Is the storage on @bdev, or on the disk @bdev covers whole? */
+/*
+ * Is @disk stacked directly on @bdev (a device mapper or md device built on
+ * it)? The block layer links each device a stacking driver holds under the
+ * disk's "slaves" directory, by the device's name.
+ */
+static bool disk_stacked_on(struct gendisk *disk, struct block_device *bdev)
+{
+	struct kernfs_node *kn;
+
+	if (!disk->slave_dir || !disk->slave_dir->sd)
+		return false;
+	kn = kernfs_find_and_get(disk->slave_dir->sd,
+				 kobject_name(bdev_kobj(bdev)));
+	kernfs_put(kn);
+	return kn;
+}
+
+/*
+ * Is the storage on @bdev, on the disk @bdev covers whole, or on a device
+ * stacked directly on @bdev? Its writes would pass @bdev's filter and be
+ * copied on write into the storage again. Deeper stacks are not seen.
+ */
 bool diff_storage_on_device(struct diff_storage *storage,
 			    struct block_device *bdev)
 {
@@ -118,8 +159,9 @@ bool diff_storage_on_device(struct diff_storage *storage,
 		return false;
 	if (storage->bdev == bdev)
 		return true;
-	return !bdev_is_partition(bdev) &&
-	       storage->bdev->bd_disk == bdev->bd_disk;
+	if (!bdev_is_partition(bdev) && storage->bdev->bd_disk == bdev->bd_disk)
+		return true;
+	return disk_stacked_on(storage->bdev->bd_disk, bdev);
 }
 
 /* Called with storage->lock held. */

@@ -3,6 +3,7 @@
  * diffstorage grow ORIGIN STORAGE STEP_SECT
  * diffstorage overflow ORIGIN FILE STEP_SECT
  * diffstorage nofallocate ORIGIN DIR STEP_SECT
+ * diffstorage stacked ORIGIN STORAGE STEP_SECT
  *
  * Run with the module's diff_storage_minimum set to STEP_SECT.
  *
@@ -23,6 +24,11 @@
  * could not hold the space it counts on, and a full file system would
  * corrupt the snapshot at some later copy: creating a snapshot with DIR,
  * or with an empty file in it, as storage fails with EOPNOTSUPP.
+ *
+ * stacked: STORAGE is a block device stacked on ORIGIN (device mapper), or
+ * a file on a file system there: its writes would pass ORIGIN's filter and
+ * be copied on write into the storage again. Adding ORIGIN to a snapshot
+ * with that storage fails with EINVAL, as for a storage on ORIGIN itself.
  */
 #include "bsnap.h"
 
@@ -246,14 +252,34 @@ static void nofallocate(const char *dir, uint64_t step)
 	close(ctl);
 }
 
+static void stacked(const char *path, uint64_t step)
+{
+	struct blksnap_uuid id;
+	int ctl = bs_ctl_open();
+
+	if (ctl < 0)
+		t_fail("open control device: %s", strerror(-ctl));
+	t_expect_ok(bs_attach(origin), "attach");
+	t_expect_ok(bs_create(ctl, path, 16 * step, &id), "create");
+	t_expect_err(bs_snapshot_add(origin, &id), EINVAL,
+		     "add a device to a snapshot whose storage is stacked on it");
+	t_expect_ok(bs_destroy(ctl, &id), "destroy");
+	t_expect_ok(bs_detach(origin), "detach");
+	close(ctl);
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t step;
 
 	if (argc != 5)
-		t_fail("usage: diffstorage grow|overflow|nofallocate ORIGIN STORAGE STEP_SECT");
-	if (!strcmp(argv[1], "nofallocate")) {
-		nofallocate(argv[3], strtoull(argv[4], NULL, 0));
+		t_fail("usage: diffstorage grow|overflow|nofallocate|stacked ORIGIN STORAGE STEP_SECT");
+	if (!strcmp(argv[1], "nofallocate") || !strcmp(argv[1], "stacked")) {
+		origin = t_open_bdev(argv[2], O_RDWR | O_DIRECT);
+		if (argv[1][0] == 'n')
+			nofallocate(argv[3], strtoull(argv[4], NULL, 0));
+		else
+			stacked(argv[3], strtoull(argv[4], NULL, 0));
 		t_info("ok");
 		return 0;
 	}

@@ -23,3 +23,18 @@ rc=0
 /t/diffstorage nofallocate /dev/vda /noext $step || rc=$?
 umount /noext
 [ $rc -eq 0 ] || exit $rc
+echo "== storages stacked on the origin (device mapper over vdb)"
+sz=$(blockdev --getsz /dev/vdb)
+dmsetup create bf-stack --table "0 $sz linear /dev/vdb 0" || fail "dmsetup create bf-stack"
+dmsetup mknodes
+/t/diffstorage stacked /dev/vdb /dev/mapper/bf-stack $step || rc=$?
+if [ $rc -eq 0 ]; then
+	mkfs.ext4 -q -F /dev/mapper/bf-stack || fail "mkfs.ext4 on bf-stack"
+	mkdir -p /stack
+	mount -t ext4 /dev/mapper/bf-stack /stack || fail "mount /stack"
+	: >/stack/diff.file
+	/t/diffstorage stacked /dev/vdb /stack/diff.file $step || rc=$?
+	umount /stack
+fi
+dmsetup remove bf-stack || echo "note: dmsetup remove bf-stack failed"
+[ $rc -eq 0 ] || exit $rc
