@@ -81,9 +81,10 @@ struct attached_filter {
  * filters_lock serialises attach, the unpublishing of a filter (detach, disk
  * removal) and the lookup of a filter by a ctl (the role of the patched
  * block layer's filter lock); nothing waits under it for a detach to end or
- * for user memory. It guards @filters updates and @filter_ops. @filters maps dev_t to struct attached_filter; it is read
- * under filters_srcu in the bio path and under RCU in ftrace callbacks. An
- * entry is freed only after an SRCU grace period.
+ * for user memory. It guards @filters updates and @filter_ops. @filters
+ * maps dev_t to struct attached_filter; it is read under filters_srcu in
+ * the bio path and under RCU in ftrace callbacks. An entry is freed only
+ * after an SRCU grace period.
  */
 static DEFINE_MUTEX(filters_lock);
 static DEFINE_XARRAY(filters);
