@@ -56,7 +56,8 @@ int CompareKernelReleases(std::string_view a, std::string_view b) {
       j = je;
       continue;
     }
-    if (a[i] != b[j]) return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]) ? -1 : 1;
+    if (a[i] != b[j])
+      return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]) ? -1 : 1;
     ++i;
     ++j;
   }
@@ -69,7 +70,8 @@ std::string FindBlksnapModule(const std::string& kernel_dir) {
   std::error_code ec;
   std::vector<std::string> found;
   // Symbolic links (build -> /usr/src/linux-headers-*) are not followed.
-  fs::recursive_directory_iterator it(kernel_dir, fs::directory_options::skip_permission_denied, ec);
+  fs::recursive_directory_iterator it(kernel_dir, fs::directory_options::skip_permission_denied,
+                                      ec);
   if (ec) return "";
   for (const fs::recursive_directory_iterator end; it != end; it.increment(ec)) {
     if (ec) break;

@@ -158,7 +158,8 @@ int Run(const Flags& flags) {
     if (!opened.ok()) return Fail(std::string(opened.status().message()));
     backend = std::move(opened).value();
     if (absl::Status usable = backend->Usable(); !usable.ok()) {
-      std::fprintf(stderr, "blkfleet-agent: snapshots refused until restarted with the module: %s\n",
+      std::fprintf(stderr,
+                   "blkfleet-agent: snapshots refused until restarted with the module: %s\n",
                    std::string(usable.message()).c_str());
     }
     if (diff_dir.empty()) diff_dir = kDefaultKernelDiffDir;

@@ -251,8 +251,7 @@ TEST(AgentKernelReport, AnAgentWithoutTheModuleReportsWhyAndRefusesSnapshots) {
   v1::Snapshot snap;
   grpc::Status s = agent.stub->CreateSnapshot(ServedAgent::Ctx().get(), create, &snap);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
-  EXPECT_NE(s.error_message().find("no blksnap module for 6.12.118+deb12-amd64"),
-            std::string::npos)
+  EXPECT_NE(s.error_message().find("no blksnap module for 6.12.118+deb12-amd64"), std::string::npos)
       << s.error_message();
 
   v1::ReadCbtMapRequest cbt;
