@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
 #include "agent/agent_metrics.h"
+#include "agent/kernel_probe.h"
 #include "common/status_util.h"
 #include "common/zstd_codec.h"
 
@@ -129,7 +130,29 @@ grpc::Status AgentService::GetAgentInfo(grpc::ServerContext*, const v1::GetAgent
   resp->set_backend(backend_->name());
   resp->set_module_version(backend_->module_version());
   *resp->mutable_start_time() = ToTimestamp(start_time_);
+  FillKernelReport(resp->mutable_kernel());
   return grpc::Status::OK;
+}
+
+void AgentService::FillKernelReport(blkfleet::type::v1::KernelReport* out) const {
+  const std::string running =
+      options_.running_release.empty() ? RunningKernelRelease() : options_.running_release;
+  out->set_running_release(running);
+  const absl::Status usable = backend_->Usable();
+  out->set_module_loaded(usable.ok());
+  out->set_module_error(std::string(usable.message()));
+  out->set_module_version(backend_->module_version());
+  out->set_intercept_mode(backend_->intercept_mode());
+  out->set_modules_dir(options_.modules_dir);
+  if (options_.modules_dir.empty()) return;
+  for (const InstalledKernelInfo& k : ListInstalledKernels(options_.modules_dir, running)) {
+    blkfleet::type::v1::InstalledKernel* ik = out->add_installed_kernels();
+    ik->set_release(k.release);
+    ik->set_module_present(!k.module_path.empty());
+    ik->set_module_path(k.module_path);
+    ik->set_running(k.running);
+    ik->set_default_boot(k.default_boot);
+  }
 }
 
 grpc::Status AgentService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
@@ -162,6 +185,8 @@ grpc::Status AgentService::ListDevices(grpc::ServerContext*, const v1::ListDevic
 grpc::Status AgentService::CreateSnapshot(grpc::ServerContext*,
                                           const v1::CreateSnapshotRequest* req,
                                           v1::Snapshot* resp) {
+  // Without a usable module nothing else matters: say why first.
+  if (absl::Status usable = backend_->Usable(); !usable.ok()) return ToGrpcStatus(usable);
   absl::MutexLock lock(&lifecycle_mu_);
   ExpireLeasesLocked();
   absl::StatusOr<v1::Snapshot> s = CreateLocked(*req);
@@ -523,6 +548,7 @@ metrics::SnapshotUsage AgentService::Usage() {
 
 grpc::Status AgentService::DoReadCbtMap(grpc::ServerContext*, const v1::ReadCbtMapRequest* req,
                                         grpc::ServerWriter<v1::ReadCbtMapResponse>* writer) {
+  if (absl::Status usable = backend_->Usable(); !usable.ok()) return ToGrpcStatus(usable);
   absl::StatusOr<Uuid> id = ParseId("snapshot_id", req->snapshot_id());
   if (!id.ok()) return ToGrpcStatus(id.status());
   absl::StatusOr<Record> record = FindRecord(*id);
@@ -569,6 +595,7 @@ grpc::Status AgentService::DoReadCbtMap(grpc::ServerContext*, const v1::ReadCbtM
 grpc::Status AgentService::StreamImage(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::StreamImageResponse, v1::StreamImageRequest>* stream) {
+  if (absl::Status usable = backend_->Usable(); !usable.ok()) return ToGrpcStatus(usable);
   return ToGrpcStatus(DoStreamImage(ctx, stream));
 }
 

@@ -58,6 +58,12 @@ struct AgentServiceOptions {
   // is PERMISSION_DENIED. Restoring overwrites a whole device, so nothing
   // is allowed unless the operator lists it.
   std::vector<std::string> restore_devices;
+  // The kernel report of GetAgentInfo (agent/kernel_probe.h): the folder of
+  // the installed kernels' modules (/lib/modules); empty: installed kernels
+  // are not looked for (the sim backend's default).
+  std::string modules_dir;
+  // Release of the running kernel; empty: uname (tests set it).
+  std::string running_release;
 };
 
 class AgentService final : public v1::Agent::Service {
@@ -108,6 +114,8 @@ class AgentService final : public v1::Agent::Service {
                           v1::WriteImageResponse* resp) override;
 
  private:
+  // The running kernel, the module and the installed kernels, read now.
+  void FillKernelReport(blkfleet::type::v1::KernelReport* out) const;
   // What the agent knows of a snapshot beyond the backend's state.
   struct Record {
     Uuid id;

@@ -170,6 +170,14 @@ class Backend {
   virtual std::string name() const = 0;
   // blksnap module version ("2.0.0.0"); empty for the sim.
   virtual std::string module_version() const = 0;
+  // How bios reach the filter: "ftrace" or "native" (kernel), "sim"; empty
+  // when unknown (module not loaded).
+  virtual std::string intercept_mode() const = 0;
+  // OK when the backend can make snapshots. Otherwise FAILED_PRECONDITION
+  // whose message names the cause (the kernel backend without a usable
+  // blksnap module): then every method needing the module fails with it,
+  // ListSnapshots is empty, and ListDevices and OpenRestoreTarget still work.
+  virtual absl::Status Usable() const { return absl::OkStatus(); }
 
   // Devices this backend may snapshot, sorted by name.
   // Errors: INTERNAL when they cannot be enumerated.

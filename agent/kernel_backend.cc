@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_util.h"
 #include "agent/block_use.h"
+#include "agent/kernel_probe.h"
 
 namespace blkfleet::agent {
 
@@ -289,6 +290,47 @@ class KernelImage final : public SnapshotImage {
 
 }  // namespace
 
+absl::Status KernelBackend::OpenControl(const KernelBackendOptions& options) {
+  control_.Reset(::open(options.control_path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!control_.valid()) {
+    const int err = errno;
+    if (err == ENOENT || err == ENODEV || err == ENXIO) {
+      // Name the cause an operator acts on: no module built for this
+      // kernel (a kernel upgrade without DKMS), or one not loaded.
+      const std::string release = options.running_release.empty() ? RunningKernelRelease()
+                                                                   : options.running_release;
+      const std::string kernel_dir = absl::StrCat(options.modules_dir, "/", release);
+      const std::string module = FindBlksnapModule(kernel_dir);
+      if (module.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "no blksnap module for ", release, " (none under ", kernel_dir,
+            "; install blksnap-dkms and linux-headers-", release, ", then modprobe blksnap)"));
+      }
+      return absl::FailedPreconditionError(
+          absl::StrCat("blksnap module not loaded: no ", options.control_path, " (", kernel_dir,
+                       "/", module, " is installed: modprobe blksnap)"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("blksnap module not usable: ",
+                     KernelErrnoStatus(err, "open", options.control_path).message()));
+  }
+  blksnap_version v{};
+  if (::ioctl(control_.get(), IOCTL_BLKSNAP_VERSION, &v) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("blksnap module not usable: ",
+                     KernelErrnoStatus(errno, "IOCTL_BLKSNAP_VERSION", options.control_path)
+                         .message()));
+  }
+  version_ = absl::StrCat(v.major, ".", v.minor, ".", v.revision, ".", v.build);
+  if (v.major != BLKSNAP_VERSION_MAJOR) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.control_path, ": blksnap module version ", version_, "; this agent speaks ",
+        BLKSNAP_VERSION_MAJOR, ".x"));
+  }
+  intercept_mode_ = ReadInterceptMode(options.sys_module_dir);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<KernelBackend>> KernelBackend::Open(
     const KernelBackendOptions& options) {
   if (options.devices.empty()) {
@@ -296,24 +338,16 @@ absl::StatusOr<std::unique_ptr<KernelBackend>> KernelBackend::Open(
   }
   auto backend = std::unique_ptr<KernelBackend>(new KernelBackend);
   backend->dev_dir_ = options.dev_dir;
-  backend->control_.Reset(::open(options.control_path.c_str(), O_RDWR | O_CLOEXEC));
-  if (!backend->control_.valid()) {
-    const int err = errno;
-    absl::Status st = KernelErrnoStatus(err, "open", options.control_path);
-    if (err == ENOENT) {
-      return absl::NotFoundError(absl::StrCat(st.message(), ": is the blksnap module loaded?"));
+  if (absl::Status st = backend->OpenControl(options); !st.ok()) {
+    if (!options.start_without_module) {
+      // NOT_FOUND when there is no control device, as before the option.
+      return backend->control_.valid() || !absl::IsFailedPrecondition(st) ||
+                     st.message().find("blksnap module not usable") == 0
+                 ? st
+                 : absl::NotFoundError(st.message());
     }
-    return st;
-  }
-  blksnap_version v{};
-  if (::ioctl(backend->control_.get(), IOCTL_BLKSNAP_VERSION, &v) != 0) {
-    return KernelErrnoStatus(errno, "IOCTL_BLKSNAP_VERSION", options.control_path);
-  }
-  backend->version_ = absl::StrCat(v.major, ".", v.minor, ".", v.revision, ".", v.build);
-  if (v.major != BLKSNAP_VERSION_MAJOR) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options.control_path, ": blksnap module version ", backend->version_,
-        "; this agent speaks ", BLKSNAP_VERSION_MAJOR, ".x"));
+    backend->control_.Reset();
+    backend->unusable_ = st;
   }
   std::set<std::string> seen;
   for (const std::string& path : options.devices) {
@@ -400,7 +434,7 @@ absl::StatusOr<std::vector<DeviceInfo>> KernelBackend::ListDevices() {
     info.size_bytes = *size;
     int ssz = 512;
     if (::ioctl(d->fd.get(), BLKSSZGET, &ssz) == 0) info.sector_size_bytes = ssz;
-    info.tracked = CbtInfoOf(*d).ok();
+    info.tracked = unusable_.ok() && CbtInfoOf(*d).ok();
     if (auto it = in_snapshot.find(d->path); it != in_snapshot.end()) info.snapshot_id = it->second;
     out.push_back(std::move(info));
   }
@@ -408,6 +442,7 @@ absl::StatusOr<std::vector<DeviceInfo>> KernelBackend::ListDevices() {
 }
 
 absl::Status KernelBackend::Attach(const std::string& device) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   Device* d = FindDevice(device);
   if (d == nullptr) return absl::NotFoundError(absl::StrCat("unknown device ", device));
   blkfilter_attach a{};
@@ -422,6 +457,7 @@ absl::Status KernelBackend::Attach(const std::string& device) {
 }
 
 absl::Status KernelBackend::Detach(const std::string& device) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   Device* d = FindDevice(device);
   if (d == nullptr) return absl::NotFoundError(absl::StrCat("unknown device ", device));
   // The patched kernel lets a filter go while its device is in a snapshot;
@@ -455,6 +491,7 @@ absl::Status KernelBackend::Detach(const std::string& device) {
 }
 
 absl::StatusOr<CbtInfo> KernelBackend::GetCbtInfo(const std::string& device) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   Device* d = FindDevice(device);
   if (d == nullptr) return absl::NotFoundError(absl::StrCat("unknown device ", device));
   return CbtInfoOf(*d);
@@ -462,6 +499,7 @@ absl::StatusOr<CbtInfo> KernelBackend::GetCbtInfo(const std::string& device) {
 
 absl::Status KernelBackend::ReadCbtMap(const std::string& device, uint32_t first_block,
                                        std::span<uint8_t> out) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   Device* d = FindDevice(device);
   if (d == nullptr) return absl::NotFoundError(absl::StrCat("unknown device ", device));
   absl::StatusOr<CbtInfo> info = CbtInfoOf(*d);
@@ -488,6 +526,7 @@ absl::Status KernelBackend::ReadCbtMap(const std::string& device, uint32_t first
 }
 
 absl::StatusOr<Uuid> KernelBackend::CreateSnapshot(const DiffStorageSpec& storage) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   if (storage.limit_bytes == 0) {
     return absl::InvalidArgumentError("difference storage limit: must be > 0");
   }
@@ -520,6 +559,7 @@ absl::StatusOr<Uuid> KernelBackend::CreateSnapshot(const DiffStorageSpec& storag
 }
 
 absl::Status KernelBackend::AddDevice(const Uuid& snapshot, const std::string& device) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   Device* d = FindDevice(device);
   absl::MutexLock lock(&mu_);
   auto it = snapshots_.find(snapshot);
@@ -563,6 +603,7 @@ absl::Status KernelBackend::AddDevice(const Uuid& snapshot, const std::string& d
 }
 
 absl::Status KernelBackend::TakeSnapshot(const Uuid& snapshot) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   absl::MutexLock lock(&mu_);
   auto it = snapshots_.find(snapshot);
   if (it == snapshots_.end()) {
@@ -587,6 +628,12 @@ absl::Status KernelBackend::TakeSnapshot(const Uuid& snapshot) {
 }
 
 absl::Status KernelBackend::DestroySnapshot(const Uuid& snapshot) {
+  if (!unusable_.ok()) {
+    // Without the module no snapshot exists: NOT_FOUND lets a caller that
+    // allows a missing snapshot go on.
+    return absl::NotFoundError(
+        absl::StrCat("unknown snapshot ", UuidText(snapshot), ": ", unusable_.message()));
+  }
   std::unique_ptr<Snapshot> s;
   {
     absl::MutexLock lock(&mu_);
@@ -625,6 +672,7 @@ absl::Status KernelBackend::DestroySnapshot(const Uuid& snapshot) {
 }
 
 absl::StatusOr<std::vector<Uuid>> KernelBackend::ListSnapshots() {
+  if (!unusable_.ok()) return std::vector<Uuid>{};  // no module, no snapshots
   for (int attempt = 0; attempt < 8; ++attempt) {
     blksnap_snapshot_collect c{};
     if (::ioctl(control_.get(), IOCTL_BLKSNAP_SNAPSHOT_COLLECT, &c) != 0) {
@@ -648,6 +696,7 @@ absl::StatusOr<std::vector<Uuid>> KernelBackend::ListSnapshots() {
 }
 
 absl::StatusOr<SnapshotStatus> KernelBackend::GetSnapshotStatus(const Uuid& snapshot) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   SnapshotStatus out;
   std::shared_ptr<SnapshotShared> shared;
   {
@@ -688,6 +737,7 @@ absl::StatusOr<SnapshotStatus> KernelBackend::GetSnapshotStatus(const Uuid& snap
 
 absl::StatusOr<std::unique_ptr<SnapshotImage>> KernelBackend::OpenImage(
     const Uuid& snapshot, const std::string& device) {
+  BLKFLEET_RETURN_IF_ERROR(unusable_);
   std::shared_ptr<SnapshotShared> shared;
   {
     absl::MutexLock lock(&mu_);

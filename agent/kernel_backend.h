@@ -44,6 +44,20 @@ struct KernelBackendOptions {
   std::string control_path = "/dev/blksnap-control";
   // Where the image nodes appear (devtmpfs).
   std::string dev_dir = "/dev";
+  // The module's sysfs folder: parameters/intercept tells the interception
+  // mode.
+  std::string sys_module_dir = "/sys/module/blksnap";
+  // Without a usable module (no control device, or a module version this
+  // agent does not speak) Open fails, unless this is set: then the backend
+  // opens anyway (the agent starts and reports why), lists its devices and
+  // restores onto them, and everything that needs the module fails with
+  // FAILED_PRECONDITION naming the cause (Usable()).
+  bool start_without_module = false;
+  // Where the installed kernels' modules are, to name the cause: "no
+  // blksnap module for <release>" when <modules_dir>/<release> holds none.
+  std::string modules_dir = "/lib/modules";
+  // Release of the running kernel; empty: uname.
+  std::string running_release;
 };
 
 // Status of a failed ioctl or system call: `op` names the call ("BLKFILTER_CTL
@@ -72,6 +86,8 @@ class KernelBackend final : public Backend {
   // every allowlisted device. Errors: NOT_FOUND (no control device: module
   // not loaded; a device missing); INVALID_ARGUMENT (not a block device, a
   // device listed twice, no devices); FAILED_PRECONDITION (module version).
+  // With start_without_module, a missing or unusable module is no error
+  // (see KernelBackendOptions).
   static absl::StatusOr<std::unique_ptr<KernelBackend>> Open(const KernelBackendOptions& options);
 
   // Stops the event threads. Snapshots stay in the kernel.
@@ -79,6 +95,8 @@ class KernelBackend final : public Backend {
 
   std::string name() const override { return "kernel"; }
   std::string module_version() const override { return version_; }
+  std::string intercept_mode() const override { return intercept_mode_; }
+  absl::Status Usable() const override { return unusable_; }
   absl::StatusOr<std::vector<DeviceInfo>> ListDevices() override;
   absl::Status Attach(const std::string& device) override;
   absl::Status Detach(const std::string& device) override;
@@ -120,7 +138,14 @@ class KernelBackend final : public Backend {
   void WaitEvents(std::shared_ptr<SnapshotShared> shared);
   void Deliver(const BackendEvent& event);
 
+  // Opens and checks the control device; the cause (FAILED_PRECONDITION)
+  // when the module is missing or unusable.
+  absl::Status OpenControl(const KernelBackendOptions& options);
+
   std::string version_;
+  std::string intercept_mode_;
+  // OK, or why the module cannot be used (fixed after Open).
+  absl::Status unusable_;
   UniqueFd control_;
   std::string dev_dir_;
   // Fixed after Open: safe to read without a lock.

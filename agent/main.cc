@@ -51,6 +51,8 @@ struct Flags {
   int snapshot_hook_timeout_s = 600;
   std::vector<std::string> snapshot_devices;
   std::vector<std::string> restore_devices;
+  std::string modules_dir;  // empty: /lib/modules for kernel, none for sim
+  std::string control_path = "/dev/blksnap-control";
 };
 
 constexpr char kDefaultKernelDiffDir[] = "/var/lib/blkfleet-agent/diff";
@@ -147,9 +149,19 @@ int Run(const Flags& flags) {
     }
     KernelBackendOptions kernel_options;
     kernel_options.devices = flags.devices;
+    kernel_options.control_path = flags.control_path;
+    kernel_options.modules_dir = flags.modules_dir.empty() ? "/lib/modules" : flags.modules_dir;
+    // A host whose kernel has no module still runs its agent: it tells the
+    // server why (GetAgentInfo) and refuses snapshots with that cause.
+    kernel_options.start_without_module = true;
     absl::StatusOr<std::unique_ptr<KernelBackend>> opened = KernelBackend::Open(kernel_options);
     if (!opened.ok()) return Fail(std::string(opened.status().message()));
     backend = std::move(opened).value();
+    if (absl::Status usable = backend->Usable(); !usable.ok()) {
+      std::fprintf(stderr,
+                   "blkfleet-agent: snapshots refused until restarted with the module: %s\n",
+                   std::string(usable.message()).c_str());
+    }
     if (diff_dir.empty()) diff_dir = kDefaultKernelDiffDir;
   }
   // The default difference storage folder is made here, so that the first
@@ -179,6 +191,9 @@ int Run(const Flags& flags) {
   options.default_diff_storage_path = diff_dir;
   options.default_diff_storage_limit_bytes = *limit;
   options.stream_threads = flags.stream_threads;
+  options.modules_dir = !flags.modules_dir.empty()     ? flags.modules_dir
+                        : flags.backend == "kernel" ? "/lib/modules"
+                                                    : "";
   if (!flags.snapshot_hook.empty() && ::access(flags.snapshot_hook.c_str(), X_OK) != 0) {
     return Fail("--snapshot-hook: " + flags.snapshot_hook + " is not an executable file");
   }
@@ -330,6 +345,13 @@ int main(int argc, char** argv) {
   app.add_option("--restore-device", flags.restore_devices,
                  "a device restores (WriteImage) may overwrite (repeatable; default: none, "
                  "every restore is refused)");
+  app.add_option("--modules-dir", flags.modules_dir,
+                 "folder of the installed kernels' modules, reported by GetAgentInfo with a "
+                 "blksnap module or not for each (default: /lib/modules for --backend kernel; "
+                 "none for sim)");
+  app.add_option("--control-device", flags.control_path,
+                 "kernel: the blksnap module's control device")
+      ->capture_default_str();
   app.add_flag("--insecure", flags.insecure,
                "serve plaintext gRPC, no authentication (local experiments only)");
   app.add_option("--tls-ca", flags.tls_files.ca, "CA certificate (PEM) the server must chain to");

@@ -85,6 +85,7 @@ class SimBackend final : public Backend {
   // Backend.
   std::string name() const override { return "sim"; }
   std::string module_version() const override { return ""; }
+  std::string intercept_mode() const override { return "sim"; }
   absl::StatusOr<std::vector<DeviceInfo>> ListDevices() override;
   absl::Status Attach(const std::string& device) override;
   absl::Status Detach(const std::string& device) override;

@@ -92,6 +92,7 @@ class Cli {
 
   int HostAdd();
   int HostList();
+  int HostShow();
   int BackupRun();
   int BackupList();
   int Restore();
@@ -160,6 +161,22 @@ int Cli::HostList() {
     Print(all);
   } else {
     PrintHosts(all, io_.out);
+  }
+  return 0;
+}
+
+int Cli::HostShow() {
+  v1::GetHostRequest req;
+  req.set_name(name_);
+  v1::Host h;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub().GetHost(&ctx, req, &h);
+  if (!s.ok()) return RpcError(s);
+  if (json_) {
+    Print(h);
+  } else {
+    PrintHost(h, io_.out);
   }
   return 0;
 }
@@ -490,6 +507,10 @@ int Cli::Run(const std::vector<std::string>& args) {
   host_add->add_option("--device", devices_, "device backed up by default (repeatable)");
   host_add->callback([&] { rc = HostAdd(); });
   host->add_subcommand("list", "list hosts")->callback([&] { rc = HostList(); });
+  auto* host_show = host->add_subcommand(
+      "show", "a host in full: its agent, kernel, blksnap module and installed kernels");
+  host_show->add_option("NAME", name_, "host name")->required();
+  host_show->callback([&] { rc = HostShow(); });
 
   auto* backup = app.add_subcommand("backup", "run and list backups");
   backup->require_subcommand(1);

@@ -94,15 +94,72 @@ std::string ToJson(const google::protobuf::Message& m) {
   return j.is_discarded() ? s : j.dump(2);
 }
 
+std::string ModuleReadiness(const v1::Host& h) {
+  if (!h.has_kernel() || h.kernel().running_release().empty()) return "-";
+  const auto& k = h.kernel();
+  if (!k.module_loaded()) return "NOT LOADED";
+  std::vector<std::string> missing;
+  for (const auto& ik : k.installed_kernels()) {
+    if (!ik.module_present()) missing.push_back(ik.release());
+  }
+  if (!missing.empty()) return absl::StrCat("MISSING for ", absl::StrJoin(missing, ","));
+  return "ok";
+}
+
 void PrintHosts(const v1::ListHostsResponse& r, std::ostream& out) {
-  Table t({"NAME", "AGENT", "DEVICES", "AGENT VERSION", "BACKEND", "CREATED"});
+  Table t({"NAME", "AGENT", "DEVICES", "AGENT VERSION", "BACKEND", "KERNEL", "MODULE", "CREATED"});
   for (const auto& h : r.hosts()) {
     t.AddRow({h.name(), h.agent_address(),
               h.default_devices().empty() ? "-" : absl::StrJoin(h.default_devices(), ","),
               h.agent_version().empty() ? "(no answer)" : h.agent_version(),
-              h.backend().empty() ? "-" : h.backend(), HumanTime(h.create_time())});
+              h.backend().empty() ? "-" : h.backend(),
+              h.kernel().running_release().empty() ? "-" : h.kernel().running_release(),
+              ModuleReadiness(h), HumanTime(h.create_time())});
   }
   t.Print(out);
+}
+
+void PrintHost(const v1::Host& h, std::ostream& out) {
+  out << "host " << h.name() << "\n";
+  out << "  agent            " << h.agent_address();
+  if (!h.agent_version().empty()) {
+    out << " (blkfleet-agent " << h.agent_version() << ", backend " << h.backend() << ")";
+  } else {
+    out << " (no answer now)";
+  }
+  out << "\n  default devices  "
+      << (h.default_devices().empty() ? "-" : absl::StrJoin(h.default_devices(), ", ")) << "\n";
+  out << "  created          " << HumanTime(h.create_time()) << "\n";
+  const auto& k = h.kernel();
+  if (k.running_release().empty()) {
+    out << "  kernel           - (no report from the agent yet)\n";
+    return;
+  }
+  out << "  kernel           " << k.running_release() << " (reported "
+      << HumanTime(h.kernel_report_time()) << ")\n";
+  if (k.module_loaded()) {
+    out << "  blksnap module   " << (k.module_version().empty() ? "-" : k.module_version())
+        << ", interception " << (k.intercept_mode().empty() ? "unknown" : k.intercept_mode())
+        << "\n";
+  } else {
+    out << "  blksnap module   NOT LOADED: " << k.module_error() << "\n";
+  }
+  out << "  readiness        " << ModuleReadiness(h) << "\n";
+  if (k.modules_dir().empty()) {
+    out << "  installed kernels: not looked for (sim backend without --modules-dir)\n";
+    return;
+  }
+  out << "  installed kernels (" << k.modules_dir() << "):\n";
+  if (k.installed_kernels().empty()) out << "    none found\n";
+  Table t({"    KERNEL", "MODULE", "PATH", ""});
+  for (const auto& ik : k.installed_kernels()) {
+    std::vector<std::string> notes;
+    if (ik.running()) notes.push_back("running");
+    if (ik.default_boot()) notes.push_back("default boot");
+    t.AddRow({"    " + ik.release(), ik.module_present() ? "yes" : "NO",
+              ik.module_path().empty() ? "-" : ik.module_path(), absl::StrJoin(notes, ", ")});
+  }
+  if (!k.installed_kernels().empty()) t.Print(out);
 }
 
 void PrintBackups(const v1::ListBackupsResponse& r, std::ostream& out) {

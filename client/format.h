@@ -39,7 +39,12 @@ class Table {
 // The message as indented JSON with the .proto field names.
 std::string ToJson(const google::protobuf::Message& m);
 
+// "ok", "NOT LOADED", "MISSING for K1,K2" (installed kernels without a
+// blksnap module) or "-" (no kernel report), from Host.kernel.
+std::string ModuleReadiness(const server::v1::Host& h);
 void PrintHosts(const server::v1::ListHostsResponse& r, std::ostream& out);
+// One host in full: agent, running kernel, module, installed kernels.
+void PrintHost(const server::v1::Host& h, std::ostream& out);
 void PrintBackups(const server::v1::ListBackupsResponse& r, std::ostream& out);
 void PrintJobs(const server::v1::ListJobsResponse& r, std::ostream& out);
 void PrintJob(const server::v1::Job& j, std::ostream& out);

@@ -14,6 +14,7 @@
 #include "common/status_util.h"
 #include "common/uuid.h"
 #include "server/chunk_intake.h"
+#include "server/host_kernels.h"
 
 namespace blkfleet::server {
 namespace {
@@ -140,6 +141,9 @@ class BackupRun {
   absl::Status Body();
   // Asks the agent whether the job's snapshot still exists.
   bool SnapshotGone();
+  // Asks the agent for its kernel report and keeps it (Host.kernel, the
+  // module metrics); a failure here is not the backup's.
+  void RefreshKernelReport();
   absl::Status CreateSnapshot();
   void DestroySnapshot();
   absl::Status Plan(DeviceWork& w);
@@ -170,6 +174,18 @@ absl::Status BackupRun::CheckAlive() {
   if (ctx_.cancelled()) return absl::CancelledError("cancelled by request");
   if (lease_) BLKFLEET_RETURN_IF_ERROR(lease_->lost());
   return absl::OkStatus();
+}
+
+void BackupRun::RefreshKernelReport() {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::min(deps_.options.rpc_timeout, absl::Seconds(5)));
+  av1::GetAgentInfoRequest req;
+  av1::AgentInfo info;
+  if (!stub_->GetAgentInfo(&ctx, req, &info).ok()) return;
+  absl::Status st = RecordHostKernels(
+      deps_.catalog,
+      {{req_.host.name(), info.kernel(), absl::ToUnixMicros(deps_.clock->Now())}});
+  if (!st.ok()) std::cerr << "blkfleet-server: kernel report of " << Where() << ": " << st << "\n";
 }
 
 absl::Status BackupRun::CreateSnapshot() {
@@ -536,6 +552,7 @@ bool BackupRun::SnapshotGone() {
 absl::Status BackupRun::Execute() {
   start_time_ = deps_.clock->Now();
   ctx_.SetPhase("snapshot");
+  RefreshKernelReport();
   if (absl::Status s = CreateSnapshot(); !s.ok()) {
     snapshot_lost_ = absl::IsUnavailable(s);  // the agent is restarting or unreachable
     return s;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -161,7 +162,63 @@ void ClearBackupMaxAge(const std::string& host, const std::string& device) {
   m::RemoveGauge(kMaxAgeName, kMaxAgeHelp, {{"host", host}, {"device", device}});
 }
 
+constexpr char kModuleReadyName[] = "blkfleet_host_module_ready";
+constexpr char kModuleReadyHelp[] =
+    "1 when a blksnap module is installed for this kernel of the host, 0 when not (the host "
+    "has no backups once it runs that kernel)";
+constexpr char kModuleLoadedName[] = "blkfleet_host_module_loaded";
+constexpr char kModuleLoadedHelp[] =
+    "1 when the host's agent can make snapshots (blksnap module loaded), 0 when not";
+
+namespace {
+// The kernels each host has a blkfleet_host_module_ready series for.
+ABSL_CONST_INIT absl::Mutex kernels_mu(absl::kConstInit);
+std::map<std::string, std::set<std::string>>& KernelSeries()
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(kernels_mu) {
+  static auto* series = new std::map<std::string, std::set<std::string>>;
+  return *series;
+}
+}  // namespace
+
+void SetHostKernel(const std::string& host, const blkfleet::type::v1::KernelReport& report) {
+  absl::MutexLock lock(&kernels_mu);
+  std::set<std::string>& had = KernelSeries()[host];
+  std::set<std::string> now;
+  for (const auto& k : report.installed_kernels()) {
+    now.insert(k.release());
+    m::GetGauge(kModuleReadyName, kModuleReadyHelp, {{"host", host}, {"kernel", k.release()}})
+        .Set(k.module_present() ? 1 : 0);
+  }
+  for (const std::string& gone : had) {
+    if (!now.contains(gone)) {
+      m::RemoveGauge(kModuleReadyName, kModuleReadyHelp, {{"host", host}, {"kernel", gone}});
+    }
+  }
+  had = std::move(now);
+  m::GetGauge(kModuleLoadedName, kModuleLoadedHelp, {{"host", host}})
+      .Set(report.module_loaded() ? 1 : 0);
+}
+
+void ClearHostKernel(const std::string& host) {
+  absl::MutexLock lock(&kernels_mu);
+  auto it = KernelSeries().find(host);
+  if (it == KernelSeries().end()) return;
+  for (const std::string& k : it->second) {
+    m::RemoveGauge(kModuleReadyName, kModuleReadyHelp, {{"host", host}, {"kernel", k}});
+  }
+  m::RemoveGauge(kModuleLoadedName, kModuleLoadedHelp, {{"host", host}});
+  KernelSeries().erase(it);
+}
+
 absl::Status Restore(catalog::Catalog* catalog) {
+  for (catalog::PageRequest hp{0, 1000};; hp.offset += hp.limit) {
+    absl::StatusOr<std::vector<v1::Host>> hosts = catalog->ListHosts(hp);
+    if (!hosts.ok()) return hosts.status();
+    for (const v1::Host& h : *hosts) {
+      if (h.has_kernel()) SetHostKernel(h.name(), h.kernel());
+    }
+    if (static_cast<int>(hosts->size()) < hp.limit) break;
+  }
   std::map<std::pair<std::string, std::string>, absl::Time> newest;
   catalog::PageRequest page;
   page.limit = 1000;

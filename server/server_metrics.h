@@ -47,11 +47,21 @@ void SetBackupMaxAge(const std::string& host, const std::string& device, double 
 // Drops that series when no policy covers the host/device any more.
 void ClearBackupMaxAge(const std::string& host, const std::string& device);
 
+// The kernel report of `host` (Host.kernel): blkfleet_host_module_ready
+// {host, kernel} is 1 or 0 for each installed kernel with or without a
+// blksnap module (series of kernels no longer installed go), and
+// blkfleet_host_module_loaded{host} 1 or 0 by whether the agent can make
+// snapshots now.
+void SetHostKernel(const std::string& host, const blkfleet::type::v1::KernelReport& report);
+// Drops the host's series (the host was deleted).
+void ClearHostKernel(const std::string& host);
+
 // Sets blkfleet_backup_last_success_timestamp_seconds from the catalog (at
 // start), and refreshes the repository gauges (chunk files and bytes, at
 // most every `walk_interval` or after a backup or gc ended; its
 // filesystem's free and total bytes) before
-// every scrape. `catalog` and `repo` must outlive the metrics endpoint.
+// every scrape. Restore also sets the hosts' kernel metrics from their
+// stored reports. `catalog` and `repo` must outlive the metrics endpoint.
 absl::Status Restore(catalog::Catalog* catalog);
 void WatchRepository(repo::Repository* repo, absl::Duration walk_interval);
 

@@ -11,6 +11,8 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "common/status_util.h"
 #include "server/gc_job.h"
+#include "server/host_kernels.h"
+#include "server/server_metrics.h"
 #include "server/restore_job.h"
 #include "server/verify_job.h"
 #include "server/validation.h"
@@ -73,11 +75,23 @@ void ServerService::AskAgents(std::vector<v1::Host*> hosts) {
     calls.push_back(std::move(call));
   }
   done.Wait();
+  std::vector<catalog::HostKernelReport> reports;
+  const absl::Time now = clock_->Now();
   for (size_t i = 0; i < hosts.size(); ++i) {
-    if (calls[i]->status.ok()) {
-      hosts[i]->set_agent_version(calls[i]->resp.agent_version());
-      hosts[i]->set_backend(calls[i]->resp.backend());
+    if (!calls[i]->status.ok()) continue;
+    const av1::AgentInfo& info = calls[i]->resp;
+    hosts[i]->set_agent_version(info.agent_version());
+    hosts[i]->set_backend(info.backend());
+    if (!info.kernel().running_release().empty()) {
+      *hosts[i]->mutable_kernel() = info.kernel();
+      SetTimestamp(now, hosts[i]->mutable_kernel_report_time());
+      reports.push_back({hosts[i]->name(), info.kernel(), absl::ToUnixMicros(now)});
     }
+  }
+  // The answer stands without the catalog; the stored report is the one the
+  // metrics and the next unreachable-agent answer show.
+  if (absl::Status st = RecordHostKernels(catalog_, std::move(reports)); !st.ok()) {
+    std::cerr << "blkfleet-server: cannot keep kernel reports: " << st << "\n";
   }
 }
 
@@ -103,6 +117,8 @@ grpc::Status ServerService::CreateHost(grpc::ServerContext*, const v1::CreateHos
   SetTimestamp(clock_->Now(), h.mutable_create_time());
   RETURN_IF_BAD(catalog_->CreateHost(h));
   *resp = h;
+  // The first kernel report; an agent not up yet reports at the next contact.
+  AskAgents({resp});
   return grpc::Status::OK;
 }
 
@@ -141,6 +157,7 @@ grpc::Status ServerService::DeleteHost(grpc::ServerContext*, const v1::DeleteHos
         absl::StrCat("a job of host ", req->name(), " is running")));
   }
   RETURN_IF_BAD(catalog_->DeleteHost(req->name()));
+  metrics::ClearHostKernel(req->name());
   return grpc::Status::OK;
 }
 

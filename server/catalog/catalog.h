@@ -41,6 +41,13 @@ struct ScheduleState {
   std::string last_result;    // "succeeded", or why the last run failed
 };
 
+// The kernel report a host's agent sent (GetAgentInfo), kept per host.
+struct HostKernelReport {
+  std::string host;
+  blkfleet::type::v1::KernelReport report;
+  int64_t report_time_us = 0;  // when it was received
+};
+
 // One page of a list: `offset` items skipped, at most `limit` returned.
 struct PageRequest {
   int64_t offset = 0;
@@ -74,7 +81,12 @@ class Catalog {
   virtual absl::StatusOr<v1::Host> GetHost(const std::string& name) = 0;
   // By name.
   virtual absl::StatusOr<std::vector<v1::Host>> ListHosts(const PageRequest& page) = 0;
+  // Deleting a host drops its kernel report too.
   virtual absl::Status DeleteHost(const std::string& name) = 0;
+  // Stores the kernel reports (replacing each host's previous one) in one
+  // transaction; a host that does not exist is skipped. GetHost and
+  // ListHosts return them in Host.kernel and Host.kernel_report_time.
+  virtual absl::Status PutHostKernels(const std::vector<HostKernelReport>& reports) = 0;
 
   // Reserves a new backup id (decimal text). A reserved id that is never
   // committed leaves a gap and nothing visible.

@@ -109,7 +109,11 @@ std::optional<int64_t> ParseId(const std::string& id) {
   return v;
 }
 
-constexpr const char* kHostColumns = "name, agent_address, default_devices, create_time_us";
+// Hosts with their last kernel report: FROM kHostTables.
+constexpr const char* kHostColumns =
+    "h.name, h.agent_address, h.default_devices, h.create_time_us, k.report, "
+    "COALESCE(k.report_time_us, 0)";
+constexpr const char* kHostTables = "hosts h LEFT JOIN host_kernels k ON k.host = h.name";
 
 v1::Host ReadHost(Stmt& s) {
   v1::Host h;
@@ -122,6 +126,10 @@ v1::Host ReadHost(Stmt& s) {
     }
   }
   FromMicros(s.Int(3), h.mutable_create_time());
+  if (std::string report = s.Blob(4); !report.empty()) {
+    h.mutable_kernel()->ParseFromString(report);
+    FromMicros(s.Int(5), h.mutable_kernel_report_time());
+  }
   return h;
 }
 
@@ -259,6 +267,15 @@ CREATE TABLE held_snapshots (
   lease_ms INTEGER NOT NULL
 );
 )sql"},
+      {6, R"sql(
+CREATE TABLE host_kernels (
+  host TEXT PRIMARY KEY REFERENCES hosts (name) ON DELETE CASCADE,
+  running_release TEXT NOT NULL,      -- also in report, for queries by hand
+  module_loaded INTEGER NOT NULL,
+  report BLOB NOT NULL,               -- blkfleet.type.v1.KernelReport
+  report_time_us INTEGER NOT NULL     -- when the agent sent it
+);
+)sql"},
   };
   return kMigrations;
 }
@@ -364,7 +381,8 @@ absl::Status SqliteCatalog::CreateHost(const v1::Host& host) {
 
 absl::StatusOr<v1::Host> SqliteCatalog::GetHost(const std::string& name) {
   absl::MutexLock l(&mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kHostColumns, " FROM hosts WHERE name = ?").c_str());
+  Stmt s(db_,
+         absl::StrCat("SELECT ", kHostColumns, " FROM ", kHostTables, " WHERE h.name = ?").c_str());
   s.Bind(1, name);
   BLKFLEET_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("host ", name, " not found"));
@@ -373,7 +391,8 @@ absl::StatusOr<v1::Host> SqliteCatalog::GetHost(const std::string& name) {
 
 absl::StatusOr<std::vector<v1::Host>> SqliteCatalog::ListHosts(const PageRequest& page) {
   absl::MutexLock l(&mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kHostColumns, " FROM hosts ORDER BY name LIMIT ? OFFSET ?")
+  Stmt s(db_, absl::StrCat("SELECT ", kHostColumns, " FROM ", kHostTables,
+                           " ORDER BY h.name LIMIT ? OFFSET ?")
                   .c_str());
   s.Bind(1, page.limit).Bind(2, page.offset);
   std::vector<v1::Host> out;
@@ -392,6 +411,26 @@ absl::Status SqliteCatalog::DeleteHost(const std::string& name) {
   BLKFLEET_RETURN_IF_ERROR(s.Run());
   if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("host ", name, " not found"));
   return absl::OkStatus();
+}
+
+absl::Status SqliteCatalog::PutHostKernels(const std::vector<HostKernelReport>& reports) {
+  if (reports.empty()) return absl::OkStatus();
+  absl::MutexLock l(&mu_);
+  BLKFLEET_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status result;
+  for (const HostKernelReport& r : reports) {
+    // A host deleted meanwhile selects no row: nothing is written for it.
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO host_kernels (host, running_release, module_loaded, report, "
+           "report_time_us) SELECT name, ?, ?, ?, ? FROM hosts WHERE name = ?");
+    s.Bind(1, r.report.running_release()).Bind(2, int64_t{r.report.module_loaded()});
+    s.BindBlob(3, r.report.SerializeAsString()).Bind(4, r.report_time_us).Bind(5, r.host);
+    result = s.Run();
+    if (!result.ok()) break;
+  }
+  if (result.ok()) result = Exec("COMMIT");
+  if (!result.ok()) Exec("ROLLBACK").IgnoreError();
+  return result;
 }
 
 absl::StatusOr<std::string> SqliteCatalog::AllocateBackupId() {

@@ -40,6 +40,7 @@ class SqliteCatalog final : public Catalog {
   absl::StatusOr<v1::Host> GetHost(const std::string& name) override;
   absl::StatusOr<std::vector<v1::Host>> ListHosts(const PageRequest& page) override;
   absl::Status DeleteHost(const std::string& name) override;
+  absl::Status PutHostKernels(const std::vector<HostKernelReport>& reports) override;
   absl::StatusOr<std::string> AllocateBackupId() override;
   absl::Status CommitBackup(const v1::Backup& backup, const Sha256Digest& manifest_sha256) override;
   absl::StatusOr<v1::Backup> GetBackup(const std::string& id) override;

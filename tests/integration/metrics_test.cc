@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -17,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "tests/integration/fleet.h"
@@ -144,16 +148,45 @@ void CollectExprs(const nlohmann::json& j, std::vector<std::string>* out) {
   }
 }
 
+constexpr char kOld[] = "6.1.0-28-amd64";
+constexpr char kNew[] = "6.12.118+deb12-amd64";
+
+void Touch(const std::string& path) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path) << "x";
+}
+
 class MetricsTest : public FleetTest {
  protected:
   void SetUp() override {
     agent_.metrics = true;
     server_.metrics = true;
+    // The agent's installed kernels: 6.1 with the DKMS module, 6.12 (an
+    // upgrade whose headers were missing) without.
+    modules_ = MakeTempDir("blkfleet-modules");
+    ASSERT_FALSE(modules_.empty());
+    Touch(modules_ + "/" + kOld + "/modules.order");
+    Touch(modules_ + "/" + kOld + "/updates/dkms/blksnap.ko.xz");
+    Touch(modules_ + "/" + kNew + "/modules.order");
+    agent_.extra_args = {"--modules-dir", modules_};
     // vda gets random data; vdb stays zero, so its chunks repeat and all
     // but one travel as digests only (deduplicated).
     StartFleet({"vda=32MiB", "vdb=16MiB"});
     RegisterHost({"vda", "vdb"});
   }
+
+  void TearDown() override {
+    FleetTest::TearDown();
+    if (!modules_.empty()) RemoveTree(modules_);
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    std::vector<std::string> argv = {Binaries::Cli(), "--server", server_.address, "--insecure"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+
+  std::string modules_;
 
   std::map<std::string, double> ScrapeChecked(const std::string& who, const std::string& addr) {
     auto text = Scrape(addr);
@@ -299,6 +332,82 @@ policies:
       Value(s2, "blkfleet_backup_last_success_timestamp_seconds{device=\"vdb\",host=\"h1\"}"), last,
       1e-3);
   EXPECT_EQ(Value(s2, "blkfleet_server_jobs_total{kind=\"backup\",outcome=\"succeeded\"}"), 0);
+}
+
+// The preflight end to end: the agent's kernel report reaches the catalog
+// (host list/show), the module metrics the alert reads, follows a module
+// DKMS builds later (refreshed by a backup), outlives the agent's answer
+// and the server's restart, and goes with the host.
+TEST_F(MetricsTest, KernelReportIsKeptPerHostShownAndExported) {
+  const std::string ready_old =
+      absl::StrCat("blkfleet_host_module_ready{host=\"h1\",kernel=\"", kOld, "\"}");
+  const std::string ready_new =
+      absl::StrCat("blkfleet_host_module_ready{host=\"h1\",kernel=\"", kNew, "\"}");
+  const std::string loaded = "blkfleet_host_module_loaded{host=\"h1\"}";
+  // RegisterHost (CreateHost) asked the agent already.
+  auto s0 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(Value(s0, ready_old), 1);
+  EXPECT_EQ(Value(s0, ready_new), 0);
+  EXPECT_EQ(Value(s0, loaded), 1) << "the sim backend can always snapshot";
+
+  CommandResult list = Cli({"host", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_NE(list.output.find("KERNEL"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find(absl::StrCat("MISSING for ", kNew)), std::string::npos)
+      << list.output;
+  CommandResult show = Cli({"host", "show", "h1"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  struct utsname u {};
+  ASSERT_EQ(::uname(&u), 0);
+  EXPECT_NE(show.output.find(absl::StrCat("kernel           ", u.release, " (reported ")),
+            std::string::npos)
+      << show.output;
+  EXPECT_NE(show.output.find("interception sim"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find(absl::StrCat("installed kernels (", modules_, "):")),
+            std::string::npos)
+      << show.output;
+  EXPECT_NE(show.output.find(absl::StrCat(kNew, "  NO ")), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("updates/dkms/blksnap.ko.xz"), std::string::npos) << show.output;
+
+  // DKMS builds the module for 6.12; the next backup refreshes the report.
+  Touch(modules_ + "/" + kNew + "/updates/dkms/blksnap.ko.zst");
+  auto job = RunBackupAndWait(*server_.stub, "h1", {"vdb"});
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), sv::JOB_STATE_SUCCEEDED) << job->error();
+  auto s1 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(Value(s1, ready_new), 1);
+
+  // A kernel removed: its series goes at the next report (host show).
+  std::filesystem::remove_all(modules_ + "/" + kOld);
+  ASSERT_EQ(Cli({"host", "show", "h1"}).exit_code, 0);
+  auto s2 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(s2.count(ready_old), 0u);
+  EXPECT_EQ(Value(s2, ready_new), 1);
+
+  // The agent gone: the stored report still shows. Restarted, the server
+  // exports it again from its catalog.
+  agent_.agent.reset();
+  agent_.workload.reset();
+  agent_.process.Kill(SIGTERM);
+  server_.stub.reset();
+  server_.process.Kill(SIGTERM);
+  ASSERT_TRUE(server_.Start().ok()) << server_.process.LogTail();
+  auto s3 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(Value(s3, ready_new), 1);
+  EXPECT_EQ(Value(s3, loaded), 1);
+  show = Cli({"host", "show", "h1"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("(no answer now)"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find(absl::StrCat(kNew, "  yes")), std::string::npos) << show.output;
+
+  // The host deleted: its series go.
+  sv::DeleteHostRequest del;
+  del.set_name("h1");
+  sv::DeleteHostResponse dr;
+  ASSERT_TRUE(server_.stub->DeleteHost(Ctx().get(), del, &dr).ok());
+  auto s4 = ScrapeChecked("server", server_.metrics_address);
+  EXPECT_EQ(s4.count(ready_new), 0u);
+  EXPECT_EQ(s4.count(loaded), 0u);
 }
 
 }  // namespace

@@ -19,8 +19,50 @@ namespace {
 
 namespace v1 = ::blkfleet::server::v1;
 
+// web1 runs 6.1 (module loaded, ftrace); 6.12 is installed, with or
+// without a module.
+blkfleet::type::v1::KernelReport SampleKernel(bool module_for_new) {
+  blkfleet::type::v1::KernelReport k;
+  k.set_running_release("6.1.0-28-amd64");
+  k.set_module_loaded(true);
+  k.set_module_version("2.0.1.0");
+  k.set_intercept_mode("ftrace");
+  k.set_modules_dir("/lib/modules");
+  auto* a = k.add_installed_kernels();
+  a->set_release("6.1.0-28-amd64");
+  a->set_module_present(true);
+  a->set_module_path("updates/dkms/blksnap.ko.xz");
+  a->set_running(true);
+  auto* b = k.add_installed_kernels();
+  b->set_release("6.12.118+deb12-amd64");
+  b->set_module_present(module_for_new);
+  b->set_default_boot(true);
+  return k;
+}
+
 class FakeServer final : public v1::Server::Service {
  public:
+  grpc::Status GetHost(grpc::ServerContext*, const v1::GetHostRequest* req,
+                       v1::Host* resp) override {
+    if (req->name() != "web1" && req->name() != "web2" && req->name() != "old") {
+      return {grpc::StatusCode::NOT_FOUND, "host " + req->name() + " not found"};
+    }
+    resp->set_name(req->name());
+    resp->set_agent_address("10.0.1.7:7401");
+    resp->set_agent_version("0.9.0");
+    resp->set_backend("kernel");
+    if (req->name() == "old") return grpc::Status::OK;  // an agent without kernel report
+    *resp->mutable_kernel() = SampleKernel(req->name() == "web2");
+    resp->mutable_kernel_report_time()->set_seconds(1'800'000'000);
+    if (req->name() == "web2") {
+      resp->mutable_kernel()->set_module_loaded(false);
+      resp->mutable_kernel()->set_module_version("");
+      resp->mutable_kernel()->set_intercept_mode("");
+      resp->mutable_kernel()->set_module_error(
+          "blksnap module not loaded: no /dev/blksnap-control");
+    }
+    return grpc::Status::OK;
+  }
   grpc::Status CreateHost(grpc::ServerContext*, const v1::CreateHostRequest* req,
                           v1::Host* resp) override {
     absl::MutexLock l(&mu_);
@@ -40,6 +82,7 @@ class FakeServer final : public v1::Server::Service {
       h.set_agent_address("10.0.0.1:7481");
       h.add_default_devices("/dev/vda");
       h.set_agent_version("0.1.0");
+      *h.mutable_kernel() = SampleKernel(false);
       resp->set_next_page_token("1");
     } else {
       h.set_name("beta");
@@ -189,6 +232,44 @@ TEST_F(CliTest, HostListFollowsPagesAsTableAndJson) {
   ASSERT_EQ(j["hosts"].size(), 2u);
   EXPECT_EQ(j["hosts"][1]["name"], "beta");
   EXPECT_EQ(j["hosts"][0]["agent_address"], "10.0.0.1:7481");
+}
+
+TEST_F(CliTest, HostListShowsTheKernelAndTheModuleReadiness) {
+  ASSERT_EQ(Run({"host", "list"}), 0) << err_.str();
+  const std::string out = out_.str();
+  EXPECT_NE(out.find("KERNEL"), std::string::npos) << out;
+  EXPECT_NE(out.find("6.1.0-28-amd64"), std::string::npos) << out;
+  EXPECT_NE(out.find("MISSING for 6.12.118+deb12-amd64"), std::string::npos) << out;
+}
+
+TEST_F(CliTest, HostShowNamesTheKernelTheModuleAndEachInstalledKernel) {
+  ASSERT_EQ(Run({"host", "show", "web1"}), 0) << err_.str();
+  std::string out = out_.str();
+  EXPECT_NE(out.find("kernel           6.1.0-28-amd64 (reported 2027-01-15 08:00:00)"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("blksnap module   2.0.1.0, interception ftrace"), std::string::npos) << out;
+  EXPECT_NE(out.find("installed kernels (/lib/modules):"), std::string::npos) << out;
+  EXPECT_NE(out.find("6.1.0-28-amd64        yes     updates/dkms/blksnap.ko.xz  running"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("6.12.118+deb12-amd64  NO      -                           default boot"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(Run({"host", "show", "web2"}), 0) << err_.str();
+  out = out_.str();
+  EXPECT_NE(out.find("NOT LOADED: blksnap module not loaded: no /dev/blksnap-control"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("readiness        NOT LOADED"), std::string::npos) << out;
+  ASSERT_EQ(Run({"host", "show", "old"}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("no report from the agent yet"), std::string::npos) << out_.str();
+  ASSERT_EQ(Run({"--json", "host", "show", "web1"}), 0) << err_.str();
+  nlohmann::json j = nlohmann::json::parse(out_.str(), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out_.str();
+  EXPECT_EQ(j["kernel"]["installed_kernels"][1]["module_present"], false);
+  EXPECT_NE(Run({"host", "show", "nobody"}), 0);
+  EXPECT_NE(err_.str().find("host nobody not found"), std::string::npos) << err_.str();
 }
 
 TEST_F(CliTest, BackupRunWaitSucceeds) {

@@ -73,12 +73,87 @@ TEST(SqliteCatalogTest, LaterMigrationsApplyOnReopenAndKeepData) {
     h.set_agent_address("127.0.0.1:1");
     ASSERT_TRUE((*cat)->CreateHost(h).ok());
   }
-  std::vector<Migration> v2 = v1_only;
-  v2.push_back({2, "ALTER TABLE hosts ADD COLUMN note TEXT NOT NULL DEFAULT ''"});
-  auto cat = SqliteCatalog::Open(path, v2);
+  auto cat = SqliteCatalog::Open(path);
   ASSERT_TRUE(cat.ok()) << cat.status();
-  EXPECT_EQ((*cat)->SchemaVersion(), 2);
+  EXPECT_EQ((*cat)->SchemaVersion(), SchemaMigrations().back().version);
   EXPECT_TRUE((*cat)->GetHost("h1").ok());
+}
+
+blkfleet::type::v1::KernelReport SampleKernel(bool module_for_new) {
+  blkfleet::type::v1::KernelReport k;
+  k.set_running_release("6.1.0-28-amd64");
+  k.set_module_loaded(true);
+  k.set_module_version("2.0.1.0");
+  k.set_intercept_mode("ftrace");
+  k.set_modules_dir("/lib/modules");
+  auto* a = k.add_installed_kernels();
+  a->set_release("6.1.0-28-amd64");
+  a->set_module_present(true);
+  a->set_module_path("updates/dkms/blksnap.ko.xz");
+  a->set_running(true);
+  auto* b = k.add_installed_kernels();
+  b->set_release("6.12.118+deb12-amd64");
+  b->set_module_present(module_for_new);
+  b->set_default_boot(true);
+  return k;
+}
+
+// Schema 6 adds host_kernels: a catalog of schema 5 (hosts, a backup) gets
+// it on open, keeps its data, and stores, replaces and drops reports.
+TEST(SqliteCatalogTest, MigrationFromSchema5AddsHostKernelReports) {
+  TempDir dir;
+  const std::string path = dir.path() + "/catalog.db";
+  std::vector<Migration> v5(SchemaMigrations().begin(), SchemaMigrations().begin() + 5);
+  ASSERT_EQ(v5.back().version, 5);
+  {
+    auto cat = SqliteCatalog::Open(path, v5);
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    v1::Host h;
+    h.set_name("web1");
+    h.set_agent_address("10.0.1.7:7401");
+    ASSERT_TRUE((*cat)->CreateHost(h).ok());
+    h.set_name("web2");
+    ASSERT_TRUE((*cat)->CreateHost(h).ok());
+    auto id = (*cat)->AllocateBackupId();
+    ASSERT_TRUE(id.ok());
+    ASSERT_TRUE((*cat)->CommitBackup(SampleBackup(*id, "web1", {"vda"}), Sha256Digest{}).ok());
+  }
+  auto opened = SqliteCatalog::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto& cat = *opened;
+  EXPECT_EQ(cat->SchemaVersion(), 6);
+  auto before = cat->GetHost("web1");
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_FALSE(before->has_kernel()) << "no report before the first contact";
+  EXPECT_EQ(cat->ListBackups("web1", {0, 10})->size(), 1u);
+
+  ASSERT_TRUE(cat->PutHostKernels({{"web1", SampleKernel(false), 1'800'000'000'000'000},
+                                   {"gone", SampleKernel(true), 1}})
+                  .ok())
+      << "an unknown host is skipped";
+  auto got = cat->GetHost("web1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kernel().running_release(), "6.1.0-28-amd64");
+  EXPECT_EQ(got->kernel().intercept_mode(), "ftrace");
+  ASSERT_EQ(got->kernel().installed_kernels_size(), 2);
+  EXPECT_FALSE(got->kernel().installed_kernels(1).module_present());
+  EXPECT_EQ(got->kernel_report_time().seconds(), 1'800'000'000);
+  ASSERT_TRUE(cat->PutHostKernels({{"web1", SampleKernel(true), 1'800'000'060'000'000}}).ok());
+  auto list = cat->ListHosts({0, 10});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_TRUE((*list)[0].kernel().installed_kernels(1).module_present()) << "replaced";
+  EXPECT_EQ((*list)[0].kernel_report_time().seconds(), 1'800'000'060);
+  EXPECT_FALSE((*list)[1].has_kernel());
+  EXPECT_EQ(cat->GetHost("gone").status().code(), absl::StatusCode::kNotFound);
+
+  // Deleting the host drops its report: a new host of that name has none.
+  ASSERT_TRUE(cat->DeleteHost("web1").ok());
+  v1::Host again;
+  again.set_name("web1");
+  again.set_agent_address("10.0.1.8:7401");
+  ASSERT_TRUE(cat->CreateHost(again).ok());
+  EXPECT_FALSE(cat->GetHost("web1")->has_kernel());
 }
 
 TEST(SqliteCatalogTest, FailingMigrationRollsBackToThePreviousVersion) {
