@@ -7,6 +7,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME "-diff_storage: " fmt
 
 #include <linux/fs.h>
+#include <linux/falloc.h>	/* after fs.h: it needs its types */
 #include <linux/kernfs.h>
 #include <linux/namei.h>
 #include <linux/pagemap.h>
@@ -59,8 +60,6 @@ static struct file *storage_file_open(const char *path, bool *is_blkdev)
 	return file;
 }
 
-static int storage_grow(struct diff_storage *storage, sector_t needed);
-
 struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 				       struct event_queue *events)
 {
@@ -103,12 +102,13 @@ struct diff_storage *diff_storage_open(const char *path, sector_t limit,
 		/*
 		 * A file that is to grow needs a file system that preallocates:
 		 * a sparse file would count on space that may be gone when a
-		 * copy is written, and the snapshot would fail only then.
+		 * copy is written, and the snapshot would fail only then. Ask
+		 * now, for one page past nothing (the size stays); the growth
+		 * itself still comes with the copies.
 		 */
-		mutex_lock(&storage->lock);
 		ret = storage->capacity < storage->limit ?
-		      storage_grow(storage, 0) : 0;
-		mutex_unlock(&storage->lock);
+		      vfs_fallocate(storage->file, FALLOC_FL_KEEP_SIZE, 0,
+				    PAGE_SIZE) : 0;
 		if (ret == -EOPNOTSUPP) {
 			pr_err("'%s': its file system cannot preallocate space (fallocate: %d): use a block device, a file of the full size or another file system\n",
 			       path, ret);
