@@ -52,7 +52,7 @@ dm_randwrite() {
 
 # Two rounds of every configuration, interleaved, so that drift of a
 # shared host hits all of them alike; ratios are of the sums.
-raw=0 cbt=0 cow=0 dm256=0 dm4=0
+raw=0 cbt=0 cow=0 dmsame=0 dm4=0
 for round in 1 2; do
 	raw=$((raw + $(randwrite /dev/vda)))
 	bsctl attach /dev/vda || { out error 1 "attach failed"; exit 1; }
@@ -62,18 +62,24 @@ for round in 1 2; do
 	cow=$((cow + $(randwrite /dev/vda)))
 	id=$(echo "$snap" | sed -n 's/^ID //p')
 	img=$(echo "$snap" | sed -n 's/^IMAGE [^ ]* //p')
+	# The chunk size blksnap chose for this image (its kernel log line):
+	# dm-snapshot is measured at the same one.
+	chunk_kib=$(dmesg | sed -n "s/.*blksnap-image: $(basename "$img"): [0-9]* sectors, chunk \([0-9]*\) KiB.*/\1/p" | tail -n 1)
+	case $chunk_kib in
+	'' | *[!0-9]*) out error 1 "no chunk size logged for $img"; exit 1 ;;
+	esac
 	if [ $round = 1 ]; then
 		bsctl destroy "$id" || out error 1 "destroy failed"
 		bsctl detach /dev/vda || out error 1 "detach failed"
 	fi
 	[ $round = 2 ] && break
-	dm256=$((dm256 + $(dm_randwrite 512)))
+	dmsame=$((dmsame + $(dm_randwrite $((chunk_kib * 2)))))
 	dm4=$((dm4 + $(dm_randwrite 8)))
 done
 
 bsctl destroy "$id" || out error 1 "destroy failed"
 bsctl detach /dev/vda || out error 1 "detach failed"
-dm256=$((dm256 + $(dm_randwrite 512)))
+dmsame=$((dmsame + $(dm_randwrite $((chunk_kib * 2)))))
 dm4=$((dm4 + $(dm_randwrite 8)))
 
 # Image reads against origin reads, on a fresh snapshot.  A round reads
@@ -133,5 +139,6 @@ out raw_randwrite_iops $((raw / 2)) iops
 out cbt_randwrite_ratio "$(ratio "$cbt" "$raw")" ratio
 out cow_randwrite_iops $((cow / 2)) iops
 out cow_randwrite_ratio "$(ratio "$cow" "$raw")" ratio
-out dmsnap_256k_randwrite_ratio "$(ratio "$dm256" "$raw")" ratio
-out dmsnap_4k_randwrite_ratio "$(ratio "$dm4" "$raw")" ratio
+out cow_chunk_kib "$chunk_kib" KiB
+out "dmsnap_${chunk_kib}k_randwrite_ratio" "$(ratio "$dmsame" "$raw")" ratio
+[ "$chunk_kib" = 4 ] || out dmsnap_4k_randwrite_ratio "$(ratio "$dm4" "$raw")" ratio
