@@ -275,6 +275,37 @@ static ssize_t storage_read_direct(struct diff_storage *storage,
 }
 
 /*
+ * Write @iter at @pos of a block-device storage bypassing the page cache,
+ * if the request allows it; -EOPNOTSUPP if not. A copy is written once and
+ * read once, much later: through the page cache it costs a memory copy, a
+ * dirty page per 4 KiB and writeback throttling of the copying worker,
+ * which is most of what copy-on-write costs a writer (kmod/tests/bench:
+ * cow_randwrite_ratio). A direct write also drops cached pages of the
+ * range, so an earlier buffered write there is not seen over it. Block
+ * devices take no freeze protection (file_start_write() is for files).
+ */
+static ssize_t storage_write_direct(struct diff_storage *storage,
+				    struct iov_iter *iter, loff_t pos)
+{
+	struct file *file = storage->file;
+	unsigned int mask;
+	struct kiocb kiocb;
+	ssize_t ret;
+
+	if (!storage->is_blkdev || !(file->f_mode & FMODE_CAN_ODIRECT) ||
+	    !file->f_op->write_iter)
+		return -EOPNOTSUPP;
+	mask = bdev_logical_block_size(storage->bdev) - 1;
+	if ((pos | iov_iter_count(iter) | iov_iter_alignment(iter)) & mask)
+		return -EOPNOTSUPP;
+	init_sync_kiocb(&kiocb, file);
+	kiocb.ki_flags |= IOCB_DIRECT;
+	kiocb.ki_pos = pos;
+	ret = file->f_op->write_iter(&kiocb, iter);
+	return ret == -EINVAL ? -EOPNOTSUPP : ret;
+}
+
+/*
  * The block device from which bios may read [@sector, @sector + @count)
  * of the storage directly, or NULL: only a storage that is a block device
  * itself, and only while no page of that range in its page cache (copies
@@ -309,7 +340,10 @@ int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
 		      skip + bytes);
 	iov_iter_advance(&iter, skip);
 	if (write) {
-		ret = blksnap_file_write_iter(storage->file, &iter, &pos);
+		ret = storage_write_direct(storage, &iter, pos);
+		if (ret == -EOPNOTSUPP)
+			ret = blksnap_file_write_iter(storage->file, &iter,
+						      &pos);
 	} else {
 		ret = storage_read_direct(storage, &iter, pos);
 		if (ret == -EOPNOTSUPP)
