@@ -243,25 +243,32 @@ out_unlock:
 }
 
 /*
- * Read @iter at @pos bypassing the page cache, if the storage allows it for
- * this request; -EOPNOTSUPP if not.
+ * Read or write @iter at @pos bypassing the page cache, if the storage
+ * allows it for this request; -EOPNOTSUPP if not.
  *
- * Copies are read back once, by whoever reads the image (a backup), long
- * after most were written: through the page cache such a read costs a
- * page allocation and a copy per page and leaves pages nobody reads again.
- * A direct read writes back a dirty part of the range first, so it also
- * sees a copy or an image write still in the page cache.
+ * Copies are written once and read back once, by whoever reads the image (a
+ * backup), long after most were written. Through the page cache a write
+ * costs a memory copy, a dirty page per 4 KiB and writeback throttling of
+ * the copying worker, which is most of what copy-on-write costs a writer
+ * (kmod/tests/bench: cow_randwrite_ratio); a read costs a page allocation
+ * and a copy per page and leaves pages nobody reads again. A direct read
+ * writes back a dirty part of the range first, so it also sees a copy or an
+ * image write still in the page cache; a direct write drops cached pages of
+ * the range. Reads go direct from any storage; writes only to a block
+ * device, which takes no freeze protection (file_start_write() is for
+ * files, and a file storage keeps the buffered path).
  */
-static ssize_t storage_read_direct(struct diff_storage *storage,
-				   struct iov_iter *iter, loff_t pos)
+static ssize_t storage_io_direct(struct diff_storage *storage, bool write,
+				 struct iov_iter *iter, loff_t pos)
 {
 	struct file *file = storage->file;
 	unsigned int mask;
 	struct kiocb kiocb;
 	ssize_t ret;
 
-	if (!storage->bdev || !(file->f_mode & FMODE_CAN_ODIRECT) ||
-	    !file->f_op->read_iter)
+	if (!storage->bdev || (write && !storage->is_blkdev) ||
+	    !(file->f_mode & FMODE_CAN_ODIRECT) ||
+	    !(write ? file->f_op->write_iter : file->f_op->read_iter))
 		return -EOPNOTSUPP;
 	mask = bdev_logical_block_size(storage->bdev) - 1;
 	if ((pos | iov_iter_count(iter) | iov_iter_alignment(iter)) & mask)
@@ -269,39 +276,9 @@ static ssize_t storage_read_direct(struct diff_storage *storage,
 	init_sync_kiocb(&kiocb, file);
 	kiocb.ki_flags |= IOCB_DIRECT;
 	kiocb.ki_pos = pos;
-	ret = file->f_op->read_iter(&kiocb, iter);
-	/* A file system may refuse one layout: read it buffered then. */
-	return ret == -EINVAL ? -EOPNOTSUPP : ret;
-}
-
-/*
- * Write @iter at @pos of a block-device storage bypassing the page cache,
- * if the request allows it; -EOPNOTSUPP if not. A copy is written once and
- * read once, much later: through the page cache it costs a memory copy, a
- * dirty page per 4 KiB and writeback throttling of the copying worker,
- * which is most of what copy-on-write costs a writer (kmod/tests/bench:
- * cow_randwrite_ratio). A direct write also drops cached pages of the
- * range, so an earlier buffered write there is not seen over it. Block
- * devices take no freeze protection (file_start_write() is for files).
- */
-static ssize_t storage_write_direct(struct diff_storage *storage,
-				    struct iov_iter *iter, loff_t pos)
-{
-	struct file *file = storage->file;
-	unsigned int mask;
-	struct kiocb kiocb;
-	ssize_t ret;
-
-	if (!storage->is_blkdev || !(file->f_mode & FMODE_CAN_ODIRECT) ||
-	    !file->f_op->write_iter)
-		return -EOPNOTSUPP;
-	mask = bdev_logical_block_size(storage->bdev) - 1;
-	if ((pos | iov_iter_count(iter) | iov_iter_alignment(iter)) & mask)
-		return -EOPNOTSUPP;
-	init_sync_kiocb(&kiocb, file);
-	kiocb.ki_flags |= IOCB_DIRECT;
-	kiocb.ki_pos = pos;
-	ret = file->f_op->write_iter(&kiocb, iter);
+	ret = write ? file->f_op->write_iter(&kiocb, iter) :
+		      file->f_op->read_iter(&kiocb, iter);
+	/* A file system may refuse one layout: go through the cache then. */
 	return ret == -EINVAL ? -EOPNOTSUPP : ret;
 }
 
@@ -339,16 +316,11 @@ int diff_storage_io(struct diff_storage *storage, bool write, sector_t sector,
 	iov_iter_bvec(&iter, write ? ITER_SOURCE : ITER_DEST, bvec, nr_bvec,
 		      skip + bytes);
 	iov_iter_advance(&iter, skip);
-	if (write) {
-		ret = storage_write_direct(storage, &iter, pos);
-		if (ret == -EOPNOTSUPP)
-			ret = blksnap_file_write_iter(storage->file, &iter,
-						      &pos);
-	} else {
-		ret = storage_read_direct(storage, &iter, pos);
-		if (ret == -EOPNOTSUPP)
-			ret = vfs_iter_read(storage->file, &iter, &pos, 0);
-	}
+	ret = storage_io_direct(storage, write, &iter, pos);
+	if (ret == -EOPNOTSUPP && write)
+		ret = blksnap_file_write_iter(storage->file, &iter, &pos);
+	else if (ret == -EOPNOTSUPP)
+		ret = vfs_iter_read(storage->file, &iter, &pos, 0);
 	if (ret < 0)
 		return ret;
 	return ret == bytes ? 0 : -EIO;
