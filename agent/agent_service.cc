@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
 #include "agent/agent_metrics.h"
+#include "agent/diff_storage_policy.h"
 #include "agent/kernel_probe.h"
 #include "common/status_util.h"
 #include "common/zstd_codec.h"
@@ -226,16 +227,16 @@ absl::StatusOr<v1::Snapshot> AgentService::CreateLocked(const v1::CreateSnapshot
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: longer than ", kMaxRequestIdBytes, " bytes"));
   }
-  DiffStorageSpec storage;
-  storage.path = req.diff_storage_path().empty() ? options_.default_diff_storage_path
-                                                 : req.diff_storage_path();
-  storage.limit_bytes = req.diff_storage_limit_bytes() == 0
-                            ? options_.default_diff_storage_limit_bytes
-                            : req.diff_storage_limit_bytes();
-  if (storage.path.empty()) {
-    return absl::InvalidArgumentError(
-        "diff_storage_path: empty, and the agent has no default (--diff-storage-dir)");
-  }
+  // Confined to the agent's configuration before anything is made
+  // (agent/diff_storage_policy.h): a refusal creates and truncates nothing.
+  DiffStorageConfig storage_config;
+  storage_config.dir = options_.default_diff_storage_path;
+  storage_config.devices = options_.diff_storage_devices;
+  storage_config.default_limit_bytes = options_.default_diff_storage_limit_bytes;
+  storage_config.max_limit_bytes = options_.max_diff_storage_limit_bytes;
+  BLKFLEET_ASSIGN_OR_RETURN(
+      DiffStorageSpec storage,
+      ResolveDiffStorage(storage_config, req.diff_storage_path(), req.diff_storage_limit_bytes()));
   const std::string fingerprint =
       absl::StrCat(absl::StrJoin(req.devices(), "\n"), "\n", req.diff_storage_path(), "\n",
                    req.diff_storage_limit_bytes(), "\n", req.lease_ms());

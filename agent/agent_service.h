@@ -34,9 +34,16 @@ namespace blkfleet::agent {
 struct AgentServiceOptions {
   std::string hostname;
   std::string agent_version;
-  // Used when a CreateSnapshot leaves diff_storage_path empty / limit 0.
+  // The difference storage folder (--diff-storage-dir): used when a
+  // CreateSnapshot leaves diff_storage_path empty, and the only tree a
+  // request may name storage in (agent/diff_storage_policy.h).
   std::string default_diff_storage_path;
   uint64_t default_diff_storage_limit_bytes = 1ull << 30;
+  // Largest diff_storage_limit_bytes a request may ask for; 0: the default.
+  uint64_t max_diff_storage_limit_bytes = 0;
+  // Block devices a request may name as its difference storage
+  // (--diff-storage-device); empty: none.
+  std::vector<std::string> diff_storage_devices;
   Clock* clock = Clock::Real();
   // How often a background thread destroys snapshots whose lease ran out;
   // zero: no thread (tests call ExpireLeases()).

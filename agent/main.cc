@@ -42,6 +42,8 @@ struct Flags {
   std::string sim_oracle_dir;
   std::string diff_storage_dir;
   std::string diff_storage_limit = "1GiB";
+  std::string diff_storage_max_limit;  // empty: --diff-storage-limit
+  std::vector<std::string> diff_storage_devices;
   std::string hostname;
   bool insecure = false;
   tls::TlsFiles tls_files;
@@ -117,6 +119,16 @@ int Run(const Flags& flags) {
     return Fail(absl::StrCat("--diff-storage-limit ", flags.diff_storage_limit,
                              ": give a positive size, e.g. 1GiB"));
   }
+  uint64_t max_limit = *limit;
+  if (!flags.diff_storage_max_limit.empty()) {
+    absl::StatusOr<uint64_t> m = ParseByteSize(flags.diff_storage_max_limit);
+    if (!m.ok() || *m < *limit) {
+      return Fail(absl::StrCat("--diff-storage-max-limit ", flags.diff_storage_max_limit,
+                               ": give a size of at least --diff-storage-limit (",
+                               flags.diff_storage_limit, ")"));
+    }
+    max_limit = *m;
+  }
   if (flags.stream_threads < 1 || flags.stream_threads > 64) {
     return Fail("--stream-threads: give 1 .. 64");
   }
@@ -169,6 +181,31 @@ int Run(const Flags& flags) {
   if (absl::Status made = MakeDirectories(diff_dir); !made.ok()) {
     return Fail(absl::StrCat("--diff-storage-dir ", diff_dir, ": ", made.message()));
   }
+  if (!flags.diff_storage_devices.empty() && flags.backend != "kernel") {
+    return Fail("--diff-storage-device is for --backend kernel");
+  }
+  // A listed storage device is handed to the module whole: it must not be a
+  // device to snapshot or to restore onto.
+  for (const std::string& d : flags.diff_storage_devices) {
+    struct stat st;
+    if (::stat(d.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) {
+      return Fail(absl::StrCat("--diff-storage-device ", d, ": not a block device"));
+    }
+    auto same = [&](const std::string& other) {
+      struct stat os;
+      return ::stat(other.c_str(), &os) == 0 && S_ISBLK(os.st_mode) &&
+             (os.st_rdev == st.st_rdev || WholeDiskOf(st.st_rdev) == os.st_rdev ||
+              WholeDiskOf(os.st_rdev) == st.st_rdev);
+    };
+    for (const std::string& o : flags.devices) {
+      if (same(o)) return Fail(absl::StrCat("--diff-storage-device ", d, ": overlaps --device ", o));
+    }
+    for (const std::string& o : flags.restore_devices) {
+      if (same(o)) {
+        return Fail(absl::StrCat("--diff-storage-device ", d, ": overlaps --restore-device ", o));
+      }
+    }
+  }
   if (flags.backend == "kernel") {
     // Copy-on-write into storage on the snapshotted device would write
     // under the snapshot it preserves (and the module refuses it late).
@@ -190,6 +227,8 @@ int Run(const Flags& flags) {
   options.agent_version = BLKFLEET_VERSION;
   options.default_diff_storage_path = diff_dir;
   options.default_diff_storage_limit_bytes = *limit;
+  options.max_diff_storage_limit_bytes = max_limit;
+  options.diff_storage_devices = flags.diff_storage_devices;
   options.stream_threads = flags.stream_threads;
   options.modules_dir = !flags.modules_dir.empty()     ? flags.modules_dir
                         : flags.backend == "kernel" ? "/lib/modules"
@@ -324,11 +363,19 @@ int main(int argc, char** argv) {
   app.add_option("--sim-oracle-dir", flags.sim_oracle_dir,
                  "sim: write each device's content at every take here (tests)");
   app.add_option("--diff-storage-dir", flags.diff_storage_dir,
-                 "default difference storage folder of snapshots (made if missing; default: "
-                 "<sim-dir>/diff for sim, /var/lib/blkfleet-agent/diff for kernel)");
+                 "difference storage folder of snapshots: the default, and the only tree a "
+                 "CreateSnapshot may name storage in, symlinks and '..' refused (made if "
+                 "missing; default: <sim-dir>/diff for sim, /var/lib/blkfleet-agent/diff for "
+                 "kernel)");
+  app.add_option("--diff-storage-device", flags.diff_storage_devices,
+                 "kernel: a block device a CreateSnapshot may name as its difference storage "
+                 "(repeatable; default: none); not a --device or --restore-device");
   app.add_option("--diff-storage-limit", flags.diff_storage_limit,
                  "default difference storage limit")
       ->capture_default_str();
+  app.add_option("--diff-storage-max-limit", flags.diff_storage_max_limit,
+                 "largest difference storage limit a CreateSnapshot may ask for (default: "
+                 "--diff-storage-limit)");
   app.add_option("--hostname", flags.hostname, "host name to report (default: the system's)");
   app.add_option("--stream-threads", flags.stream_threads,
                  "threads reading, hashing and compressing image chunks")

@@ -52,10 +52,10 @@ TEST_F(AgentFixture, CreateSnapshotRejectsMalformedRequestsNamingTheField) {
   v1::CreateSnapshotRequest req;
   req.add_devices("vda");
   req.set_lease_ms(60'000);
-  req.set_diff_storage_path(dir_.path() + "/missing");
+  req.set_diff_storage_path("missing");  // below the folder, but absent
   v1::Snapshot s;
   grpc::Status st = stub_->CreateSnapshot(Ctx().get(), req, &s);
-  EXPECT_EQ(st.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_code(), grpc::INVALID_ARGUMENT) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr("diff_storage_path"));
   // Nothing was left behind by the refusals.
   EXPECT_TRUE(sim_->ListSnapshots()->empty());
