@@ -283,6 +283,10 @@ int Run(const Flags& flags) {
     absl::StatusOr<int> metrics_port =
         blkfleet::metrics::StartServing(flags.metrics_listen, "--metrics-listen");
     if (!metrics_port.ok()) return Fail(std::string(metrics_port.status().message()));
+    std::printf("metrics on http://%s:%d/metrics\n",
+                flags.metrics_listen.substr(0, flags.metrics_listen.rfind(':')).c_str(),
+                *metrics_port);
+    std::fflush(stdout);
     if (!flags.metrics_port_file.empty() && !WritePortFile(flags.metrics_port_file, *metrics_port)) {
       return Fail(absl::StrCat("cannot write --metrics-port-file ", flags.metrics_port_file));
     }
@@ -307,6 +311,9 @@ int Run(const Flags& flags) {
   if (server == nullptr || port == 0) {
     return Fail(absl::StrCat("cannot listen on ", flags.listen));
   }
+  // Health by service name, as load balancers and grpc_health_probe ask it.
+  server->GetHealthCheckService()->SetServingStatus(
+      blkfleet::agent::v1::Agent::service_full_name(), true);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   std::printf("listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);

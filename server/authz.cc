@@ -3,7 +3,10 @@
 #include <cstdio>
 #include <map>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
+#include "common/metrics_grpc.h"
 
 namespace blkfleet::server {
 namespace {
@@ -43,7 +46,10 @@ absl::string_view MethodName(absl::string_view path) {
 }  // namespace
 
 Role RequiredRole(absl::string_view path) {
-  if (path == "/grpc.health.v1.Health/Check" || path == "/grpc.health.v1.Health/Watch") {
+  // Health and reflection (with --grpc-reflection) tell no more than the
+  // published protos.
+  if (path == "/grpc.health.v1.Health/Check" || path == "/grpc.health.v1.Health/Watch" ||
+      path == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") {
     return Role::kReadOnly;
   }
   if (path.substr(0, sizeof(kServerService) - 1) != kServerService) return Role::kAdmin;
@@ -71,13 +77,30 @@ grpc::Status Authorize(const absl::StatusOr<tls::Identity>& peer, absl::string_v
                                    needed == Role::kAdmin ? "" : " or higher"));
 }
 
+metrics::Counter RefusedCounter(const std::string& method, const std::string& code,
+                               const std::string& identity_kind) {
+  return metrics::GetCounter(
+      "blkfleet_server_grpc_server_refused_total",
+      "RPCs refused by authorization, by method, gRPC code and the caller's certificate kind",
+      {{"method", method}, {"code", code}, {"identity_kind", identity_kind}});
+}
+
 grpc::Status ServerAuthzProcessor::Process(const InputMetadata& auth_metadata,
                                            grpc::AuthContext* context, OutputMetadata*,
                                            OutputMetadata*) {
   absl::StatusOr<tls::Identity> peer =
       context ? tls::PeerIdentity(*context) : absl::UnauthenticatedError("no auth context");
-  grpc::Status s = Authorize(peer, tls::CallPath(auth_metadata));
-  if (!s.ok()) std::fprintf(stderr, "%s (refused)\n", s.error_message().c_str());
+  const std::string path = tls::CallPath(auth_metadata);
+  grpc::Status s = Authorize(peer, path);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s (refused)\n", s.error_message().c_str());
+    // A refused call never reaches the RPC interceptor, so it is counted
+    // here; the method label is bounded the same way.
+    RefusedCounter(metrics::MethodLabel(path),
+                   absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
+                   std::string(peer.ok() ? tls::KindName(peer->kind) : "none"))
+        .Increment();
+  }
   return s;
 }
 

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "common/metrics.h"
 #include "common/tls.h"
 
 namespace blkfleet::server {
@@ -22,6 +23,10 @@ tls::Role RequiredRole(absl::string_view path);
 // OK, or PERMISSION_DENIED naming the identity, the method and the role it
 // needs (UNAUTHENTICATED when there is no identity at all).
 grpc::Status Authorize(const absl::StatusOr<tls::Identity>& peer, absl::string_view path);
+
+// blkfleet_server_grpc_server_refused_total{method,code,identity_kind}.
+metrics::Counter RefusedCounter(const std::string& method, const std::string& code,
+                                const std::string& identity_kind);
 
 // Applies Authorize to every call of a TLS server.
 class ServerAuthzProcessor : public grpc::AuthMetadataProcessor {

@@ -1,5 +1,6 @@
 // blkfleet-server: the central backup server (docs/server.md).
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -7,12 +8,14 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
@@ -35,6 +38,29 @@
 #include "server/snapshot_release.h"
 
 namespace {
+
+// The largest request the operator API takes. This listener serves only
+// blkfleet.server.v1.Server (plus health and reflection): image data flows
+// over the server's own client channels to agents (agent_client.cc, 65 MiB).
+// The largest operator request is an ApplyPolicies document, a few KiB in
+// practice; 4 MiB (gRPC's default) leaves room for thousands of policies and
+// bounds what a caller can make the server hold per call.
+constexpr int kOperatorApiMaxReceiveBytes = 4 << 20;
+
+// Linking grpc++_reflection registers its builder plugin for every server
+// (a static initializer); without --grpc-reflection this option takes it
+// out again, so reflection is served only when asked for.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
 
 int Fail(const std::string& msg) {
   std::cerr << "blkfleet-server: " << msg << "\n";
@@ -80,6 +106,7 @@ int main(int argc, char** argv) {
   std::string metrics_port_file;
   std::string repo_key_file;
   std::string init_repo_key;
+  bool grpc_reflection = false;
   app.add_option("--listen", listen, "address:port to serve on (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir,
@@ -110,6 +137,9 @@ int main(int argc, char** argv) {
   app.add_option("--policy-file", policy_file,
                  "apply this policy document (YAML, docs/policies.md) at start; a bad "
                  "document stops the server");
+  app.add_flag("--grpc-reflection", grpc_reflection,
+               "serve gRPC server reflection (grpc.reflection.v1alpha), e.g. for grpcurl; "
+               "callers need the read-only role");
   CLI11_PARSE(app, argc, argv);
   if (!init_repo_key.empty()) {
     if (absl::Status s = blkfleet::repo::GenerateRepoKeyFile(init_repo_key); !s.ok()) {
@@ -203,6 +233,8 @@ int main(int argc, char** argv) {
     blkfleet::server::metrics::WatchRepository(repo->get(), absl::Minutes(1));
     auto metrics_port = blkfleet::metrics::StartServing(metrics_listen, "--metrics-listen");
     if (!metrics_port.ok()) return Fail(std::string(metrics_port.status().message()));
+    std::cout << "metrics on http://" << metrics_listen.substr(0, metrics_listen.rfind(':')) << ":"
+              << *metrics_port << "/metrics" << std::endl;
     if (!metrics_port_file.empty()) {
       if (absl::Status s = blkfleet::WriteFileDurably(metrics_port_file,
                                                       absl::StrCat(*metrics_port, "\n"));
@@ -251,17 +283,26 @@ int main(int argc, char** argv) {
   }
   service.SetScheduler(scheduler.get());
   scheduler->Start();
+  // The refusal family exists from the start (rules and dashboards name
+  // it; increase() needs the zero before the first refusal).
+  blkfleet::server::RefusedCounter("unknown", "UNAUTHENTICATED", "none");
   grpc::EnableDefaultHealthCheckService(true);
+  if (grpc_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!grpc_reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   builder.experimental().SetInterceptorCreators(
       blkfleet::metrics::RpcMetricsInterceptors("blkfleet_server"));
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
-  builder.SetMaxReceiveMessageSize(blkfleet::server::kMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(kOperatorApiMaxReceiveBytes);
+  // Replies (lists of backups, jobs) may be larger than requests.
   builder.SetMaxSendMessageSize(blkfleet::server::kMaxMessageBytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+  // Health by service name, as load balancers and grpc_health_probe ask it.
+  server->GetHealthCheckService()->SetServingStatus(
+      blkfleet::server::v1::Server::service_full_name(), true);
   std::string host = listen.substr(0, listen.rfind(':'));
   std::cout << "listening on " << host << ":" << port << std::endl;
   if (!port_file.empty()) {

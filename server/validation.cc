@@ -18,6 +18,16 @@ std::optional<int64_t> ParseDecimal(const std::string& s) {
   return v;
 }
 
+// Values are echoed into errors so the caller sees what was refused, but
+// only a bounded prefix: a megabyte id must not become a megabyte status
+// (which gRPC then refuses to send, hiding the real error).
+std::string Echo(const std::string& value) {
+  constexpr size_t kMaxEcho = 64;
+  if (value.size() <= kMaxEcho) return absl::StrCat("'", value, "'");
+  return absl::StrCat("'", absl::string_view(value).substr(0, kMaxEcho), "...' (", value.size(),
+                      " bytes)");
+}
+
 }  // namespace
 
 absl::Status ValidateHostName(const std::string& name, const std::string& field) {
@@ -28,7 +38,7 @@ absl::Status ValidateHostName(const std::string& name, const std::string& field)
   for (char c : name) {
     if (!NameChar(c)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, " '", name, "' may hold only letters, digits, '.', '-' and '_'"));
+          absl::StrCat(field, " ", Echo(name), " may hold only letters, digits, '.', '-' and '_'"));
     }
   }
   return absl::OkStatus();
@@ -36,9 +46,14 @@ absl::Status ValidateHostName(const std::string& name, const std::string& field)
 
 absl::Status ValidateAgentAddress(const std::string& address, const std::string& field) {
   auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " '", address, "' ", why));
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", Echo(address), " ", why));
   };
   if (address.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is required"));
+  // 253 for the name, brackets, ':' and 5 digits.
+  if (address.size() > 261) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is longer than 261 characters (", address.size(), ")"));
+  }
   size_t colon = address.rfind(':');
   if (colon == std::string::npos) return bad("must be host:port");
   std::string host = address.substr(0, colon);
@@ -65,7 +80,7 @@ absl::Status ValidateId(const std::string& id, const std::string& field) {
   if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is required"));
   auto v = ParseDecimal(id);
   if (!v || *v == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " '", id, "' is not a valid id"));
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", Echo(id), " is not a valid id"));
   }
   return absl::OkStatus();
 }
@@ -78,7 +93,7 @@ absl::StatusOr<catalog::PageRequest> ParsePage(int32_t page_size, const std::str
   page.limit = page_size == 0 ? 100 : page_size;
   if (!page_token.empty()) {
     auto v = ParseDecimal(page_token);
-    if (!v) return absl::InvalidArgumentError(absl::StrCat("page_token '", page_token, "' is invalid"));
+    if (!v) return absl::InvalidArgumentError(absl::StrCat("page_token ", Echo(page_token), " is invalid"));
     page.offset = *v;
   }
   return page;

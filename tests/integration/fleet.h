@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,6 +81,12 @@ absl::StatusOr<server::v1::Job> WaitJob(server::v1::Server::Stub& s, const std::
 // Fills a whole sim device with pseudo-random data.
 absl::Status FillDevice(agent::simtest::v1::SimWorkload::Stub& w, const std::string& device,
                         uint64_t size, uint64_t seed);
+
+// GET http://ADDRESS/metrics; the body, or an error.
+absl::StatusOr<std::string> Scrape(const std::string& address);
+// Sample lines "name{labels} value" -> value, keyed by "name{labels}" as
+// printed.
+std::map<std::string, double> Samples(const std::string& text);
 
 // SHA-256 hex of a file.
 std::string FileSha256(const std::string& path);

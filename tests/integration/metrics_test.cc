@@ -31,55 +31,6 @@ namespace {
 namespace sv = server::v1;
 constexpr uint64_t kMiB = 1ull << 20;
 
-// GET http://ADDRESS/metrics; the body, or an error.
-absl::StatusOr<std::string> Scrape(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port)) {
-    return absl::InvalidArgumentError("bad address " + address);
-  }
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket");
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    ::close(fd);
-    return absl::UnavailableError("connect " + address);
-  }
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
-  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return absl::UnavailableError("write");
-  }
-  std::string resp;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  if (resp.rfind("HTTP/1.1 200", 0) != 0 && resp.rfind("HTTP/1.0 200", 0) != 0) {
-    return absl::UnavailableError("not 200: " + resp.substr(0, 200));
-  }
-  const size_t body = resp.find("\r\n\r\n");
-  if (body == std::string::npos) return absl::DataLossError("no body");
-  return resp.substr(body + 4);
-}
-
-// Sample lines "name{labels} value" -> value, keyed by "name{labels}" as
-// printed.
-std::map<std::string, double> Samples(const std::string& text) {
-  std::map<std::string, double> out;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t sp = line.rfind(' ');
-    double v = 0;
-    if (sp == absl::string_view::npos || !absl::SimpleAtod(line.substr(sp + 1), &v)) continue;
-    out[std::string(line.substr(0, sp))] = v;
-  }
-  return out;
-}
-
 double Value(const std::map<std::string, double>& s, const std::string& key) {
   auto it = s.find(key);
   EXPECT_NE(it, s.end()) << "no sample " << key;

@@ -2,6 +2,7 @@
 // made with `blkfleet pki`, the server and the agent serve TLS, the CLI
 // and raw gRPC clients connect with various certificates. Every refused
 // call is followed by a check, as admin, that nothing changed.
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -93,12 +94,16 @@ class TlsTest : public ::testing::Test {
     std::filesystem::create_directories(dir_ + "/server/data");
     std::vector<std::string> argv = {Binaries::Server(), "--listen", "127.0.0.1:0",
                                      "--port-file", dir_ + "/server/port", "--data-dir",
-                                     dir_ + "/server/data"};
+                                     dir_ + "/server/data", "--metrics-listen", "127.0.0.1:0",
+                                     "--metrics-port-file", dir_ + "/server/metrics-port"};
     for (const std::string& f : TlsFlags(pki_, "srv")) argv.push_back(f);
     ASSERT_TRUE(server_.Start(argv, dir_ + "/server/log").ok());
     auto port = server_.WaitForAddress(dir_ + "/server/port", absl::Seconds(30));
     ASSERT_TRUE(port.ok()) << port.status() << server_.LogTail();
     server_address_ = absl::StrContains(*port, ':') ? *port : "127.0.0.1:" + *port;
+    auto mport = server_.WaitForAddress(dir_ + "/server/metrics-port", absl::Seconds(30));
+    ASSERT_TRUE(mport.ok()) << mport.status() << server_.LogTail();
+    server_metrics_ = "127.0.0.1:" + *mport;
   }
 
   // The CLI as `who` (a certificate of dir, default the main PKI).
@@ -160,7 +165,7 @@ class TlsTest : public ::testing::Test {
 
   std::string dir_, pki_, other_;
   ChildProcess agent_, server_;
-  std::string agent_address_, server_address_;
+  std::string agent_address_, server_address_, server_metrics_;
 };
 
 TEST_F(TlsTest, BackupOverMutualTls) {
@@ -261,6 +266,71 @@ TEST_F(TlsTest, ServerAndAgentIdentitiesCannotUseTheOperatorApi) {
               s.error_code() == grpc::StatusCode::PERMISSION_DENIED)
       << s.error_code() << " " << s.error_message();
   EXPECT_EQ(Hosts(), 0);
+}
+
+TEST_F(TlsTest, RefusalsAreCountedByMethodCodeAndIdentityKind) {
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(AddHost(*ServerAs("viewer")).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(AddHost(*ServerAs("srv")).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // A made-up method name is refused too (admin only) and counted as unknown.
+  grpc::GenericStub raw(Channel(server_address_, "viewer"));
+  {
+    grpc::CompletionQueue cq;
+    auto ctx = Ctx();
+    grpc::ByteBuffer req, resp;
+    grpc::Status st;
+    auto call = raw.PrepareUnaryCall(ctx.get(), "/blkfleet.server.v1.Server/NoSuchThing", req, &cq);
+    call->StartCall();
+    call->Finish(&resp, &st, nullptr);
+    void* tag;
+    bool ok;
+    cq.Next(&tag, &ok);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  auto text = Scrape(server_metrics_);
+  ASSERT_TRUE(text.ok()) << text.status();
+  const auto samples = Samples(*text);
+  auto value = [&](const std::string& key) {
+    auto it = samples.find(key);
+    return it == samples.end() ? -1.0 : it->second;
+  };
+  const std::string refused = "blkfleet_server_grpc_server_refused_total";
+  EXPECT_EQ(value(refused + "{code=\"PERMISSION_DENIED\",identity_kind=\"operator\","
+                            "method=\"CreateHost\"}"),
+            3) << *text;
+  EXPECT_EQ(value(refused + "{code=\"PERMISSION_DENIED\",identity_kind=\"server\","
+                            "method=\"CreateHost\"}"),
+            1) << *text;
+  EXPECT_EQ(value(refused + "{code=\"PERMISSION_DENIED\",identity_kind=\"operator\","
+                            "method=\"unknown\"}"),
+            1) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "NoSuchThing"));
+}
+
+TEST_F(TlsTest, ReadOnlyCertificateCannotSendHugeIds) {
+  // The probe's repro: 40 MiB ids from a read-only certificate. The
+  // operator API refuses them before decoding; a 1 MiB one is refused as
+  // invalid, with the id cut short in the message.
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = Slurp(pki_ + "/ca.crt");
+  o.pem_cert_chain = Slurp(pki_ + "/viewer.crt");
+  o.pem_private_key = Slurp(pki_ + "/viewer.key");
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  auto stub = sv::Server::NewStub(grpc::CreateCustomChannel(server_address_, grpc::SslCredentials(o), args));
+  sv::GetBackupRequest req;
+  req.set_id(std::string(40 << 20, '1'));
+  sv::Backup b;
+  grpc::Status s = stub->GetBackup(Ctx().get(), req, &b);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  req.set_id(std::string(1 << 20, '1'));
+  s = stub->GetBackup(Ctx().get(), req, &b);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_code();
+  EXPECT_LT(s.error_message().size(), 200u);
 }
 
 TEST_F(TlsTest, AgentAcceptsOnlyItsServers) {

@@ -29,6 +29,8 @@ TEST(AuthzTest, RolesOfMethods) {
   EXPECT_EQ(RequiredRole("/blkfleet.agent.v1.Agent/ListDevices"), Role::kAdmin);
   EXPECT_EQ(RequiredRole(""), Role::kAdmin);
   EXPECT_EQ(RequiredRole("/grpc.health.v1.Health/Check"), Role::kReadOnly);
+  EXPECT_EQ(RequiredRole("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Role::kReadOnly);
 }
 
 TEST(AuthzTest, HigherRolesIncludeLowerOnes) {
