@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "common/metrics_grpc.h"
 
 #include "absl/status/status.h"
