@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "agent/block_use.h"
 
 #include <sys/sysmacros.h>

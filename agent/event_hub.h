@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_AGENT_EVENT_HUB_H_
 #define BLKFLEET_AGENT_EVENT_HUB_H_
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_AGENT_IMAGE_STREAMER_H_
 #define BLKFLEET_AGENT_IMAGE_STREAMER_H_
 

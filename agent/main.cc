@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-agent: serves blkfleet.agent.v1.Agent over a snapshot backend.
 
 #include <grpcpp/grpcpp.h>

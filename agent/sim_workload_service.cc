@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "agent/sim_workload_service.h"
 
 #include <random>

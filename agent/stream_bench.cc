@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-agent-stream-bench: measures a full-image StreamImage from a
 // running agent the way the server consumes it (every chunk decoded and its
 // SHA-256 checked), in a separate process, and reports the throughput as a

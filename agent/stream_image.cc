@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AgentService::StreamImage: the request side (start, known digests, done)
 // and its validation; the chunk pipeline is in image_streamer.cc.
 

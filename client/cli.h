@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_CLIENT_CLI_H_
 #define BLKFLEET_CLIENT_CLI_H_
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet: the operators' command line tool (see `blkfleet --help`).
 #include <unistd.h>
 

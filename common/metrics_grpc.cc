@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "common/metrics_grpc.h"
 
 #include <google/protobuf/descriptor.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_COMMON_SHA256_H_
 #define BLKFLEET_COMMON_SHA256_H_
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job on embedded defaults: one blkfleet-server (SQLite catalog,
 # local repository) and two sim-backed agents on loopback. A workload writes
 # while a full and then an incremental backup of every host run; every backup

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job on embedded defaults, on the QEMU lab (deploy/lab/lab.sh):
 # two guests running Debian 12's stock kernels, h1 on 6.1 and h2 on 6.12, with
 # the blksnap module built for each and blkfleet-agent, blkfleet-server on this host (SQLite catalog, local

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages blkfleet builds and tests with, when any is
 # missing. Usage: deploy/setup.sh [build|kmod|packaging|all]   (default: all)
 set -euo pipefail
@@ -11,6 +12,7 @@ build_pkgs=(
   libabsl-dev libssl-dev openssl prometheus-cpp-dev libgtest-dev libgmock-dev
   libbenchmark-dev libzstd-dev libsqlite3-dev libcli11-dev nlohmann-json3-dev
   libyaml-cpp-dev tzdata
+  reuse  # tests/license/check.sh: the license check (ctest label unit)
   prometheus  # promtool: checks of /metrics and of deploy/prometheus in the tests
 )
 kmod_pkgs=(

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/agent_client.h"
 
 namespace blkfleet::server {

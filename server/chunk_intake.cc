@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/chunk_intake.h"
 #include "server/crash_point.h"
 

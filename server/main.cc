@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-server: the central backup server (docs/server.md).
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>

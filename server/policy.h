@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_SERVER_POLICY_H_
 #define BLKFLEET_SERVER_POLICY_H_
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-restore: rebuilds device images from a repository directory alone,
 // without a server or a catalog (disaster recovery). It reads the manifests
 // under <repo>/backups/, the index of the device (checked against the digest

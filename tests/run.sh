@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The whole test suite, or one part of it. Installs what it needs, configures,
 # builds, runs, and ends with one line "tests: N passed, N failed".
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the blkfleet Debian packages from this checkout with dpkg-dev's own
 # tools (dpkg-shlibdeps, dpkg-gencontrol, dpkg-deb), no debian/ source
 # package: the binaries come from one CMake build with Debian's hardening

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The QEMU lab: N guests (Debian's stock kernels under TCG, 6.1 unless told
 # otherwise, the blksnap module, blkfleet-agent with mutual TLS) and
 # blkfleet-server on this host with SQLite and a local repository. Guests

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Chunks: copying one from the origin to the difference storage, and
  * synchronous block I/O on behalf of the copy and of the image.

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Difference storage: a block device, an unnamed temporary file in a
  * directory, or a regular file. Space is handed out sequentially; a file

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Interception on kernels with the block-device filter patches: the block
  * layer serves BLKFILTER_ATTACH/DETACH/CTL and calls the filter for every

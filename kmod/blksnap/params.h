@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 #ifndef __BLKSNAP_PARAMS_H
 #define __BLKSNAP_PARAMS_H
 

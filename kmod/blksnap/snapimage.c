@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Snapshot images: writable bio-based block devices "blksnap-<MAJ>-<MIN>".
  *

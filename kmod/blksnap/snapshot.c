@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Snapshots: a set of devices taken at one instant, sharing a difference
  * storage and an event queue.

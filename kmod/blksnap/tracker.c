@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * Tracker: the blksnap block-device filter. Marks written blocks in the
  * CBT map, passes writes to copy-on-write while a snapshot is taken, and

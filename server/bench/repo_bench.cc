@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-repo-bench: figures of the server's repository code that need no
 // agent. Prints "name value unit" lines:
 //   checksum_crc32_zlib_mb_s / checksum_crc32c_mb_s   4 MiB buffers, one core

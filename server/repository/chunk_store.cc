@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/repository/chunk_store.h"
 
 #include <dirent.h>

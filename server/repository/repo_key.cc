@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/repository/repo_key.h"
 
 #include <fcntl.h>

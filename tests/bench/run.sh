@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Backup benchmarks on the sim backend, agent and server as separate
 # processes on loopback. Prints one line per figure: "name value unit".
 # Ratios are against limits measured in the same run (openssl's single-core

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The backend conformance suite (see backend_conformance.h).
 
 #include "tests/conformance/backend_conformance.h"

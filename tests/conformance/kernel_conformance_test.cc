@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The backend conformance suite run on the kernel backend (the blksnap
 // module), inside the test VM (tests/conformance/vm/run). The target comes
 // from the environment:

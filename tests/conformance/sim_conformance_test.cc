@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The backend conformance suite run on the sim backend.
 
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End to end over real processes: one sim-backed agent, one server, loopback
 // gRPC. Every restore is compared byte for byte with the oracle copy the sim
 // backend wrote of the device at the snapshot instant.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The operator CLI against real daemons: tables for people, JSON for scripts,
 // non-zero exits with the server's message on errors.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_TESTS_INTEGRATION_FLEET_H_
 #define BLKFLEET_TESTS_INTEGRATION_FLEET_H_
 

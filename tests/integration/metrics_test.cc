@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // /metrics of both daemons over real processes: the values move with a
 // backup, the output passes `promtool check metrics`, and the server brings
 // blkfleet_backup_last_success_timestamp_seconds back from its catalog.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-restore rebuilds device images from the repository directory
 // alone: the server is stopped and its catalog removed before the tool runs,
 // and each image is compared byte for byte with the oracle copy the sim

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Restore onto a device of a host, over real processes (sim agent, server,
 // CLI): a backup of vda restored onto vdb through the agent's WriteImage is
 // byte-identical to the snapshot; targets the agent refuses change nothing.

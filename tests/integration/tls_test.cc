@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Mutual TLS and roles over real processes (docs/security.md): the PKI is
 // made with `blkfleet pki`, the server and the agent serve TLS, the CLI
 // and raw gRPC clients connect with various certificates. Every refused

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Prints the shipped Prometheus configuration (deploy/prometheus/prometheus.yml)
 with only what a test must change: the targets of the blkfleet-server job, the
 blkfleet-agent job reduced to one target with its `host` label, and the

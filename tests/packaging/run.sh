@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks below hand values to `bash -c '...'` as positional parameters, on purpose:
 # shellcheck disable=SC2016
 # The Debian packages end to end: build them (deploy/debian/build.sh), check

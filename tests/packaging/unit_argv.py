@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Prints, NUL-separated, the command that runs a systemd service unit's
 ExecStart= the way systemd would, as far as that can be done without systemd
 as PID 1: the EnvironmentFile= variables expanded with systemd's rules

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-simload: writes to the simulated devices of a sim-backed agent
 // through its SimWorkload service. Used by deploy/demo.sh and the benchmarks.
 //

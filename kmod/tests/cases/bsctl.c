@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * bsctl: a small command line driver of the blksnap UAPI for the shell
  * cases (not a test by itself).

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * ctlfault SLOW TRACKED BACKING DIFF_STORAGE
  *

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * diffstorage grow ORIGIN STORAGE STEP_SECT
  * diffstorage overflow ORIGIN FILE STEP_SECT

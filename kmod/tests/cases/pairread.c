@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * pairread: paired sequential reads of two block devices, for the bench
  * (not a test by itself).

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * partctl: partition and loop device control for the shell cases (not a
  * test by itself; busybox has no BLKPG or loop-control commands).

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # The in-VM benchmark (bf.mode=bench).  Disks: vda a large sparse origin
 # (so that a short random-write run keeps hitting chunks not copied yet and
 # really measures copy-on-write), vdb the blksnap difference storage, vdc

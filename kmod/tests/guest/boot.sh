@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "boot": the machinery itself works (virtio disks, sizes as made by
 # the host, the ext4 scratch filesystem mounted).
 # shellcheck source=guest/common.sh

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=sh
 # Helpers shared by the guest's init and its shell cases (busybox sh).
 

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "ctlfault": a BLKFILTER_CTL or SNAPSHOT_COLLECT whose user buffer
 # faults for seconds does not hold up the removal of another tracked device
 # (cases/ctlfault.c). The buffers map a dm-delay device over vdc whose

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "diffstorage": file, directory and block device difference storages
 # grow in steps of diff_storage_minimum within the limit; overflowing the
 # limit corrupts the snapshot (event, -ENOSPC, EIO) and spares the origin.

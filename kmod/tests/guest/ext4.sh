@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "ext4": a snapshot of a mounted ext4 under a fio write load and
 # metadata churn is a consistent filesystem: the image, copied out while
 # the load goes on, passes "e2fsck -fy" with exit status 0 or 1, and the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "grown": a tracked loop device over vda grown and shrunk between
 # takes (cases/grown.c).
 # shellcheck source=guest/common.sh

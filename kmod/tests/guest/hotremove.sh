@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "hotremove": a filter holds no open reference of its device, so a
 # tracked device can be removed and its driver unloaded, and the filter goes
 # with it as on a patched kernel (removal of the disk, deletion of one

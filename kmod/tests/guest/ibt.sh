@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "ibt": what QEMU cannot show about indirect branch tracking.
 # A CPU enforcing IBT (6.12 kernels are built with X86_KERNEL_IBT) faults
 # on an indirect call or jump that does not land on an endbr64, which in

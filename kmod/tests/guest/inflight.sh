@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "inflight": writes in flight across the take are in the take's image
 # or in the next increment (cases/inflight.c). The origin is a dm-delay
 # device over vda that holds every write back for 20 ms and passes reads at

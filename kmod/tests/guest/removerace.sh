@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "removerace": a snapshot's destroy racing the removal of its device
 # (cases/removerace.c), 1,000 rounds by default, on loop devices over vdb.
 # shellcheck source=guest/common.sh

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "sector4k": image reads from a difference storage with 4 KiB logical
 # blocks (zram) behind vda's 512-byte sectors (cases/sector4k.c).
 # shellcheck source=guest/common.sh

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Case "unload": an attached filter pins the module (as with the kernel's
 # block-filter mechanism): rmmod is refused, cleanly, while an image is
 # open, while a snapshot is held and while the filter is attached, and the

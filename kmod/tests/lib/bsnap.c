@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /* Helper library of the in-VM blksnap tests; see bsnap.h. */
 #include "bsnap.h"
 

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * Small helper library for the in-VM blksnap tests: the ioctls of the
  * blksnap UAPI, device nodes, sector stamps, direct I/O and the test

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /* Background writers with a known result; see struct t_load in bsnap.h. */
 #include "bsnap.h"
 

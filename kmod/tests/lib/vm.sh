@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=bash
 # Shared machinery of kmod/tests/run and kmod/tests/bench: host packages,
 # module and test program builds, the busybox initramfs, the QEMU boot and

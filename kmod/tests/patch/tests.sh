@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # In-VM tests of the block device filter patches (run by the initramfs
 # init of kmod/tests/patch/run).  Disks: vda (partitions 1 and 2), vdb
 # (partition 1, unplugged during the tests).  Prints one PASS/FAIL line per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the Agent gRPC service (everything but StreamImage, which
 // has its own file): validation, lifecycle, idempotency, pagination, leases
 // driven by a fake clock, events, CBT maps and health.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of blkfleet-agent's flag value parsers.
 
 #include "agent/flags.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the StreamImage pipeline on its own: the memory window and
 // the order of data and digest-only references under out-of-order workers.
 

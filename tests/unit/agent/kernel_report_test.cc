@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The preflight on the agent's side: the kernel probe over a fake modules
 // folder, the kernel backend without its module (it opens, names the cause,
 // refuses what needs the module), and GetAgentInfo's kernel report.

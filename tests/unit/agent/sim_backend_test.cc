@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the sim backend: its sizes, files, copy-on-write, image
 // writes, overflow, CBT numbering and the test oracle.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the sim-only SimWorkload service over an in-process server.
 
 #include <grpcpp/grpcpp.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The snapshot hook: run after each take with the snapshot's devices and
 // images, and waited for before the snapshot is destroyed.
 

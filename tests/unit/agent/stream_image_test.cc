@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of StreamImage through an in-process gRPC server: content,
 // digest-only chunks (known and repeated), resume, ranges, the window,
 // errors.

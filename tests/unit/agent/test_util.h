@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_TESTS_UNIT_AGENT_TEST_UTIL_H_
 #define BLKFLEET_TESTS_UNIT_AGENT_TEST_UTIL_H_
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CLI against an in-process fake of the Server API (the fake sits at the
 // network boundary: the CLI dials it over loopback gRPC).
 #include "client/cli.h"

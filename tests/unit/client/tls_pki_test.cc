@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `blkfleet pki` and the TLS helpers of common/tls: the certificates it
 // makes, what it refuses, and how LoadTlsMaterial reports bad files.
 #include <gtest/gtest.h>

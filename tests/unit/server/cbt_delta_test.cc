@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "common/cbt_delta.h"
 
 #include <gmock/gmock.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Encrypted repositories (server/repository/repo_key.h): key files, the key
 // check in repo.json, AES-256-GCM chunks with HMAC-SHA256 ids, and that a
 // plain repository keeps today's bytes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Retention (server/retention.h): which backups each keep_* rule keeps, and
 // why, in a policy's time zone.
 #include "server/retention.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cron parsing, policy validation and the scheduler on a fake clock
 // (docs/policies.md), including a 1,000-host fleet simulation.
 #include "server/scheduler.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The server's jobs and API, end to end inside one process: the real
 // service, catalog, repository and job manager, talking gRPC over loopback to
 // a fake agent.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_TESTS_UNIT_SERVER_TEMP_DIR_H_
 #define BLKFLEET_TESTS_UNIT_SERVER_TEMP_DIR_H_
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who may call which server method (server/authz) and who may call an
 // agent (tls::AllowedServersProcessor).
 #include <gtest/gtest.h>

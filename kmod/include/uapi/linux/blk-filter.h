@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note */
 /*
  * Block device filter control: ioctls issued on an open block device to
  * attach a named filter to it, detach it, and pass commands to it.

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note */
 /*
  * Commands of the test block device filter "testfilt" (BLKFILTER_CTL),
  * shared by the module and the test programs.
