@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "agent/diff_storage_policy.h"
 
 #include <fcntl.h>

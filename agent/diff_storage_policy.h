@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_AGENT_DIFF_STORAGE_POLICY_H_
 #define BLKFLEET_AGENT_DIFF_STORAGE_POLICY_H_
 

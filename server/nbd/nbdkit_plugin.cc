@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // nbdkit-blkfleet-plugin: serves one device image of one backup, read-only,
 // over NBD, reading chunks on demand from the repository through
 // repo::DeviceImageReader (server/repository/image_reader.h).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a caller can make the daemons' gRPC front door do with odd requests:
 // unknown method names, undecodable bytes, huge ids, health by service name,
 // reflection on demand. Raw calls (grpc::GenericStub) send what a generated

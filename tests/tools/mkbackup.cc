@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // blkfleet-test-mkbackup: writes a full backup of an image file into a
 // repository directory (created when missing), without a server or an
 // agent, and prints the manifest's JSON. For tests and benchmarks.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #ifndef BLKFLEET_TESTS_TOOLS_REPO_BUILDER_H_
 #define BLKFLEET_TESTS_TOOLS_REPO_BUILDER_H_
 

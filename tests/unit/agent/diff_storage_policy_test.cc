@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The confinement of CreateSnapshot's difference storage: the path check
 // shared by both backends (agent/diff_storage_policy.h), then the service on
 // the sim backend, where a path that escaped would be truncated at once.
