@@ -14,6 +14,9 @@ build_pkgs=(
   libyaml-cpp-dev tzdata
   reuse  # tests/license/check.sh: the license check (ctest label unit)
   prometheus  # promtool: checks of /metrics and of deploy/prometheus in the tests
+  # The NBD export (server/nbd): a plugin for Debian's nbdkit, and the real
+  # clients its tests use (nbdinfo, nbdcopy from libnbd-bin; qemu-img).
+  nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils
 )
 kmod_pkgs=(
   build-essential bc flex bison libelf-dev libssl-dev cpio kmod xz-utils
